@@ -1,0 +1,98 @@
+package getorcreate
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/getorcreate/getorcreate/dialect"
+)
+
+// Querier is what *sql.DB, *sql.Tx and *sql.Conn share: the handle of the
+// ...Tx calls. The library runs its statements on it and never begins,
+// commits or rolls back. A value that also implements dialect.Querier (such
+// as package pgxv5's adapters) is used through that interface instead.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// adapt turns a caller's handle into a dialect.Querier without allocating
+// for the common types.
+func adapt(q Querier) dialect.Querier {
+	switch v := q.(type) {
+	case dialect.Querier:
+		return v
+	case *sql.Tx:
+		return sqlTx{v}
+	case *sql.Conn:
+		return sqlConn{v}
+	case *sql.DB:
+		return sqlDB{v}
+	}
+	return sqlAny{q}
+}
+
+func rowsOf(r *sql.Rows, err error) (dialect.Rows, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+type sqlDB struct{ db *sql.DB }
+
+func (s sqlDB) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	return rowsOf(s.db.QueryContext(ctx, q, args...))
+}
+
+func (s sqlDB) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	return s.db.ExecContext(ctx, q, args...)
+}
+
+func (s sqlDB) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: iso})
+	if err != nil {
+		return nil, err
+	}
+	return sqlTx{tx}, nil
+}
+
+type sqlTx struct{ tx *sql.Tx }
+
+func (s sqlTx) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	return rowsOf(s.tx.QueryContext(ctx, q, args...))
+}
+
+func (s sqlTx) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	return s.tx.ExecContext(ctx, q, args...)
+}
+
+func (s sqlTx) Commit(context.Context) error   { return s.tx.Commit() }
+func (s sqlTx) Rollback(context.Context) error { return s.tx.Rollback() }
+
+type sqlConn struct{ c *sql.Conn }
+
+func (s sqlConn) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	return rowsOf(s.c.QueryContext(ctx, q, args...))
+}
+
+func (s sqlConn) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	return s.c.ExecContext(ctx, q, args...)
+}
+
+type sqlAny struct{ q Querier }
+
+func (s sqlAny) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	return rowsOf(s.q.QueryContext(ctx, q, args...))
+}
+
+func (s sqlAny) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	return s.q.ExecContext(ctx, q, args...)
+}
+
+var (
+	_ dialect.Querier  = sqlDB{}
+	_ dialect.Beginner = sqlDB{}
+	_ dialect.Tx       = sqlTx{}
+	_ dialect.Querier  = sqlConn{}
+)

@@ -1,0 +1,237 @@
+package dialect
+
+import (
+	"context"
+	"strings"
+)
+
+// ExprOp is the kind of an update expression node.
+type ExprOp int
+
+// The update expression nodes.
+const (
+	OpArg      ExprOp = iota // a bound value: Call.UpdateArgs[Arg]
+	OpExisting               // the stored row's column
+	OpProposed               // the proposed (create) row's column
+	OpAdd                    // Args[0] + Args[1]
+	OpGreatest               // the greater of Args[0], Args[1]
+	OpLeast                  // the lesser of Args[0], Args[1]
+	OpRaw                    // SQL with one ? per Args element
+)
+
+// Expr is an update expression, evaluated by the database.
+type Expr struct {
+	Op   ExprOp
+	Col  string
+	Arg  int
+	SQL  string
+	Args []Expr
+}
+
+// ArgKind says where a bound value of a compiled statement comes from.
+type ArgKind uint8
+
+// Where bound values come from.
+const (
+	ArgValue  ArgKind = iota // Call.Values[Index]
+	ArgUpdate                // Call.UpdateArgs[Index]
+)
+
+// ArgRef is one bound value of a compiled statement.
+type ArgRef struct {
+	Kind  ArgKind
+	Index int
+}
+
+// Syntax is what the shared builder needs to know of a dialect.
+type Syntax struct {
+	Placeholder func(n int) string // n counts from 1
+	Quote       func(ident string) string
+	Existing    func(b *Builder, col string) // writes the stored row's column in an update
+	Proposed    func(b *Builder, col string) // writes the proposed row's column in an update
+	Greatest    string
+	Least       string
+}
+
+// Builder writes one statement and records where its bound values come from.
+type Builder struct {
+	strings.Builder
+	Syn   *Syntax
+	Table *Table
+	Refs  []ArgRef
+}
+
+// NewBuilder starts a statement on table t.
+func NewBuilder(syn *Syntax, t *Table) *Builder { return &Builder{Syn: syn, Table: t} }
+
+// Pos returns the position of column col in Table.Columns, or -1.
+func (b *Builder) Pos(col string) int {
+	for i, c := range b.Table.Columns {
+		if c == col {
+			return i
+		}
+	}
+	return -1
+}
+
+// Assignments writes "col = expr, ..." for the shape's updates; guard, when
+// not "", wraps each expression as IF(guard, expr, col) (MySQL).
+func (b *Builder) Assignments(ups []Assignment, guard func(b *Builder)) {
+	for i, a := range ups {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.Ident(a.Column)
+		b.WriteString(" = ")
+		if guard != nil {
+			b.WriteString("IF(")
+			guard(b)
+			b.WriteString(", ")
+			b.Expr(a.Expr)
+			b.WriteString(", ")
+			b.Ident(a.Column)
+			b.WriteString(")")
+			continue
+		}
+		b.Expr(a.Expr)
+	}
+}
+
+// Ident writes a quoted identifier.
+func (b *Builder) Ident(name string) { b.WriteString(b.Syn.Quote(name)) }
+
+// Value writes a placeholder bound to Call.Values[i].
+func (b *Builder) Value(i int) {
+	b.Refs = append(b.Refs, ArgRef{ArgValue, i})
+	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
+}
+
+// UpdateArg writes a placeholder bound to Call.UpdateArgs[i].
+func (b *Builder) UpdateArg(i int) {
+	b.Refs = append(b.Refs, ArgRef{ArgUpdate, i})
+	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
+}
+
+// List writes the quoted columns named by positions, comma-separated, each
+// with prefix (a table alias and dot, or "").
+func (b *Builder) List(prefix string, cols []string, pos []int) {
+	for i, p := range pos {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(prefix)
+		b.Ident(cols[p])
+	}
+}
+
+// KeyMatch writes "k1 = ? AND k2 = ?" for the key columns, each with
+// prefix. NULL key values only reach here when the index treats NULLs as
+// equal, so the comparison is NULL-safe then.
+func (b *Builder) KeyMatch(prefix string, nullSafe string) {
+	t := b.Table
+	for i, p := range t.Key {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(prefix)
+		b.Ident(t.Columns[p])
+		if nullSafe != "" && t.Schema.Column(t.Columns[p]).Nullable && t.Arbiter.NullsNotDistinct {
+			b.WriteString(" " + nullSafe + " ")
+		} else {
+			b.WriteString(" = ")
+		}
+		b.Value(p)
+	}
+}
+
+// Expr writes an update expression.
+func (b *Builder) Expr(e Expr) {
+	switch e.Op {
+	case OpArg:
+		b.UpdateArg(e.Arg)
+	case OpExisting:
+		b.Syn.Existing(b, e.Col)
+	case OpProposed:
+		b.Syn.Proposed(b, e.Col)
+	case OpAdd:
+		b.WriteString("(")
+		b.Expr(e.Args[0])
+		b.WriteString(" + ")
+		b.Expr(e.Args[1])
+		b.WriteString(")")
+	case OpGreatest, OpLeast:
+		if e.Op == OpGreatest {
+			b.WriteString(b.Syn.Greatest)
+		} else {
+			b.WriteString(b.Syn.Least)
+		}
+		b.WriteString("(")
+		b.Expr(e.Args[0])
+		b.WriteString(", ")
+		b.Expr(e.Args[1])
+		b.WriteString(")")
+	case OpRaw:
+		b.WriteString("(")
+		n := 0
+		for _, part := range strings.SplitAfter(e.SQL, "?") {
+			if strings.HasSuffix(part, "?") && n < len(e.Args) {
+				b.WriteString(part[:len(part)-1])
+				b.Expr(e.Args[n])
+				n++
+				continue
+			}
+			b.WriteString(part)
+		}
+		b.WriteString(")")
+	}
+}
+
+// Stmt is a compiled statement: its text and where its values come from.
+type Stmt struct {
+	SQL  string
+	Refs []ArgRef
+}
+
+// Stmt returns what was written as a Stmt.
+func (b *Builder) Stmt() Stmt { return Stmt{SQL: b.String(), Refs: b.Refs} }
+
+// Args binds the statement's values for one call.
+func (s *Stmt) Args(c *Call) []any {
+	args := make([]any, len(s.Refs))
+	for i, r := range s.Refs {
+		if r.Kind == ArgValue {
+			args[i] = c.Values[r.Index]
+		} else {
+			args[i] = c.UpdateArgs[r.Index]
+		}
+	}
+	return args
+}
+
+// QueryOne runs the statement and scans its first row into dest, reading
+// and closing the rest. It reports whether there was a row.
+func (s *Stmt) QueryOne(ctx context.Context, q Querier, c *Call, dest ...any) (bool, error) {
+	rows, err := q.Query(ctx, s.SQL, s.Args(c)...)
+	if err != nil {
+		return false, err
+	}
+	return ScanOne(rows, dest...)
+}
+
+// ScanOne scans the first row into dest and closes rows. It reports whether
+// there was a row.
+func ScanOne(rows Rows, dest ...any) (bool, error) {
+	found := false
+	var err error
+	if rows.Next() {
+		found = true
+		err = rows.Scan(dest...)
+	}
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := rows.Err(); err == nil {
+		err = rerr
+	}
+	return found && err == nil, err
+}

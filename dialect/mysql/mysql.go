@@ -1,0 +1,472 @@
+// Package mysql is the getorcreate dialect for MariaDB 10.5+ and MySQL 8.0+
+// through github.com/go-sql-driver/mysql, which it imports. It detects which
+// server it talks to: MariaDB has INSERT ... RETURNING, MySQL does not, and
+// the statements differ accordingly (only MariaDB is tested here; the MySQL
+// paths run in the test suite against MariaDB with RETURNING switched off).
+package mysql
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/getorcreate/getorcreate/dialect"
+	gomysql "github.com/go-sql-driver/mysql"
+)
+
+// Dialect is the MariaDB/MySQL dialect.
+var Dialect dialect.Dialect = myDialect{}
+
+// NoReturning is the dialect with INSERT ... RETURNING switched off: the
+// statements used for MySQL, which lacks it. Tests run it against MariaDB.
+var NoReturning dialect.Dialect = myDialect{noReturning: true}
+
+func init() {
+	dialect.Register(Dialect, func(d driver.Driver) bool {
+		_, ok := d.(*gomysql.MySQLDriver)
+		if !ok {
+			_, ok = d.(gomysql.MySQLDriver)
+		}
+		return ok
+	})
+}
+
+type myDialect struct{ noReturning bool }
+
+var _ dialect.Dialect = myDialect{}
+
+func (myDialect) Name() string { return "mysql" }
+
+// Quote quotes each dot-separated part of ident with backquotes.
+func (myDialect) Quote(ident string) string { return quote(ident) }
+
+func quote(ident string) string {
+	parts := strings.Split(ident, ".")
+	for i, p := range parts {
+		parts[i] = "`" + strings.ReplaceAll(p, "`", "``") + "`"
+	}
+	return strings.Join(parts, ".")
+}
+
+func splitName(table string) (schema *string, name string) {
+	if i := strings.LastIndexByte(table, '.'); i >= 0 {
+		s := table[:i]
+		return &s, table[i+1:]
+	}
+	return nil, table
+}
+
+func (d myDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
+	f := dialect.Features{Savepoints: true, MaxParams: 65535, LockingReadSuffix: " LOCK IN SHARE MODE"}
+	s := &dialect.Schema{Table: table}
+	if err := queryRows(ctx, q, `SELECT VERSION()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
+		return nil, f, err
+	}
+	var maj, min int
+	fmt.Sscanf(s.Version, "%d.%d", &maj, &min)
+	if strings.Contains(strings.ToLower(s.Version), "mariadb") {
+		if maj < 10 || (maj == 10 && min < 5) {
+			return nil, f, fmt.Errorf("MariaDB %s is too old: getorcreate needs 10.5", s.Version)
+		}
+		f.Returning, f.UpsertReturning = !d.noReturning, !d.noReturning
+	} else if maj < 8 {
+		return nil, f, fmt.Errorf("MySQL %s is too old: getorcreate needs 8.0", s.Version)
+	}
+	schema, name := splitName(table)
+	err := queryRows(ctx, q, `
+SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES',
+       (COLUMN_DEFAULT IS NOT NULL AND COLUMN_DEFAULT <> 'NULL') OR EXTRA LIKE '%auto_increment%' OR EXTRA LIKE '%GENERATED%',
+       EXTRA LIKE '%auto_increment%', COALESCE(COLLATION_NAME, '')
+FROM information_schema.COLUMNS
+WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+ORDER BY ORDINAL_POSITION`, []any{schema, name}, func(r dialect.Rows) error {
+		var c dialect.Column
+		if err := r.Scan(&c.Name, &c.Type, &c.Nullable, &c.HasDefault, &c.Identity, &c.Collation); err != nil {
+			return err
+		}
+		s.Columns = append(s.Columns, c)
+		return nil
+	})
+	if err != nil {
+		return nil, f, err
+	}
+	if len(s.Columns) == 0 {
+		return nil, f, dialect.ErrNoTable
+	}
+	err = queryRows(ctx, q, `
+SELECT INDEX_NAME, COLUMN_NAME, SUB_PART IS NOT NULL
+FROM information_schema.STATISTICS
+WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
+ORDER BY INDEX_NAME, SEQ_IN_INDEX`, []any{schema, name}, func(r dialect.Rows) error {
+		var idx string
+		var col *string
+		var prefix bool
+		if err := r.Scan(&idx, &col, &prefix); err != nil {
+			return err
+		}
+		if n := len(s.Unique); n == 0 || s.Unique[n-1].Name != idx {
+			s.Unique = append(s.Unique, dialect.Index{Name: idx, Primary: idx == "PRIMARY"})
+		}
+		ix := &s.Unique[len(s.Unique)-1]
+		switch {
+		case col == nil:
+			ix.Expression = true
+		case prefix:
+			// A prefix index (name(10)) is unique on the prefix only.
+			ix.Expression = true
+			ix.Columns = append(ix.Columns, *col)
+		default:
+			ix.Columns = append(ix.Columns, *col)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, f, err
+	}
+	err = queryRows(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
+WHERE EVENT_OBJECT_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`,
+		[]any{schema, name}, func(r dialect.Rows) error {
+			var n string
+			err := r.Scan(&n)
+			s.Triggers = append(s.Triggers, n)
+			return err
+		})
+	return s, f, err
+}
+
+func queryRows(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func myErr(err error) *gomysql.MySQLError {
+	var e *gomysql.MySQLError
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+// Classify maps MySQL/MariaDB error numbers.
+func (myDialect) Classify(err error) dialect.Class {
+	var ou *OtherUniqueError
+	if errors.As(err, &ou) {
+		return dialect.ClassUnique
+	}
+	e := myErr(err)
+	if e == nil {
+		return dialect.ClassOther
+	}
+	switch e.Number {
+	case 1062, 1586: // ER_DUP_ENTRY, ER_DUP_ENTRY_WITH_KEY_NAME
+		return dialect.ClassUnique
+	case 1213: // ER_LOCK_DEADLOCK
+		return dialect.ClassDeadlock
+	case 1205: // ER_LOCK_WAIT_TIMEOUT
+		return dialect.ClassBusy
+	case 1020, 1614: // ER_CHECKREAD (record changed since last read), ER_XA_RBDEADLOCK
+		return dialect.ClassSerialization
+	case 1406: // ER_DATA_TOO_LONG
+		return dialect.ClassTooLong
+	case 1366, 1264, 1265, 1292, 1367: // incorrect value, out of range, truncated
+		return dialect.ClassInvalidValue
+	case 1048: // ER_BAD_NULL_ERROR
+		return dialect.ClassNotNull
+	}
+	return dialect.ClassOther
+}
+
+// Constraint names the index in a duplicate-entry error. The server gives
+// it only in the message ("... for key 'name'"), so this reads the message;
+// the error's class comes from its number.
+func (myDialect) Constraint(err error) string {
+	var ou *OtherUniqueError
+	if errors.As(err, &ou) {
+		return ou.Constraint()
+	}
+	e := myErr(err)
+	if e == nil {
+		return ""
+	}
+	i := strings.LastIndex(e.Message, " for key '")
+	if i < 0 {
+		return ""
+	}
+	name := strings.TrimSuffix(e.Message[i+len(" for key '"):], "'")
+	if j := strings.LastIndexByte(name, '.'); j >= 0 { // MySQL 8 prefixes the table
+		name = name[j+1:]
+	}
+	return name
+}
+
+func (myDialect) CreateIndexDDL(table string, cols []string) string {
+	_, name := splitName(table)
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = quote(c)
+	}
+	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quote(name+"_"+strings.Join(cols, "_")+"_key"), strings.Join(q, ", "))
+}
+
+var syntax = dialect.Syntax{
+	Placeholder: func(int) string { return "?" },
+	Quote:       quote,
+	Existing:    func(b *dialect.Builder, col string) { b.Ident(col) },
+	Proposed:    func(b *dialect.Builder, col string) { b.WriteString("VALUES("); b.Ident(col); b.WriteString(")") },
+	Greatest:    "GREATEST",
+	Least:       "LEAST",
+}
+
+// The marker that says which way an upsert went: the VALUES list sets
+// LAST_INSERT_ID(1) as the row is built, before any duplicate is found; the
+// ON DUPLICATE KEY UPDATE path then sets it to 0 for our own key and to 2
+// when the duplicate was on another unique index (whose row is left as it
+// was). RETURNING LAST_INSERT_ID() (or the OK packet's insert id, without
+// RETURNING) reads it back. LAST_INSERT_ID(expr) is documented to return
+// expr and remember it for the connection.
+const (
+	markInserted = 1
+	markUpdated  = 0
+	markOther    = 2
+)
+
+type plan struct {
+	t                  *dialect.Table
+	returning          bool
+	find, findLocked   dialect.Stmt
+	insert, upsert     dialect.Stmt
+	arbiter            string
+	otherUniqueIndexes []string
+}
+
+// Compile builds:
+//
+//	find:       SELECT cols FROM t WHERE key = ?
+//	findLocked: the same, LOCK IN SHARE MODE: a locking read sees the latest
+//	            committed row even in a REPEATABLE READ snapshot (MY-8)
+//	insert:     INSERT INTO t (...) VALUES (...) [RETURNING cols]
+//	upsert:     INSERT INTO t (...) VALUES (IF(LAST_INSERT_ID(1), ?, NULL), ...)
+//	            ON DUPLICATE KEY UPDATE k = IF(LAST_INSERT_ID(IF(mine, 0, 2)), k, k),
+//	            c = IF(mine, expr, c), ... [RETURNING cols, LAST_INSERT_ID()]
+//
+// where mine is (k <=> VALUES(k) AND ...): with several unique indexes an
+// upsert can hit another index's row (MY-1); the guard leaves that row
+// unchanged and the marker reports it.
+func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Features) (dialect.Plan, error) {
+	p := &plan{t: t, returning: f.Returning, arbiter: t.Arbiter.Name}
+	for _, ix := range t.OtherUnique {
+		p.otherUniqueIndexes = append(p.otherUniqueIndexes, ix.Name)
+	}
+	all := seq(len(t.Columns))
+	table := quote(t.Name)
+
+	b := dialect.NewBuilder(&syntax, t)
+	b.WriteString("SELECT ")
+	b.List("", t.Columns, all)
+	b.WriteString(" FROM " + table + " WHERE ")
+	b.KeyMatch("", "<=>")
+	p.find = b.Stmt()
+	p.findLocked = dialect.Stmt{SQL: p.find.SQL + " LOCK IN SHARE MODE", Refs: p.find.Refs}
+
+	values := func(b *dialect.Builder, marker bool) {
+		b.WriteString("INSERT INTO " + table + " (")
+		b.List("", t.Columns, s.Insert)
+		b.WriteString(") VALUES (")
+		for i, pos := range s.Insert {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			if i == 0 && marker {
+				b.WriteString("IF(LAST_INSERT_ID(1), ")
+				b.Value(pos)
+				b.WriteString(", NULL)")
+				continue
+			}
+			b.Value(pos)
+		}
+		b.WriteString(")")
+	}
+	b = dialect.NewBuilder(&syntax, t)
+	values(b, false)
+	if p.returning {
+		b.WriteString(" RETURNING ")
+		b.List("", t.Columns, all)
+	}
+	p.insert = b.Stmt()
+
+	if len(s.Updates) > 0 {
+		mine := func(b *dialect.Builder) {
+			for i, pos := range t.Key {
+				if i > 0 {
+					b.WriteString(" AND ")
+				}
+				b.Ident(t.Columns[pos])
+				b.WriteString(" <=> VALUES(")
+				b.Ident(t.Columns[pos])
+				b.WriteString(")")
+			}
+		}
+		b = dialect.NewBuilder(&syntax, t)
+		values(b, true)
+		k := t.Columns[t.Key[0]]
+		b.WriteString(" ON DUPLICATE KEY UPDATE ")
+		b.Ident(k)
+		b.WriteString(" = IF(LAST_INSERT_ID(IF(")
+		mine(b)
+		b.WriteString(", 0, 2)), ")
+		b.Ident(k)
+		b.WriteString(", ")
+		b.Ident(k)
+		b.WriteString("), ")
+		var guard func(*dialect.Builder)
+		if len(t.OtherUnique) > 0 {
+			guard = mine
+		}
+		b.Assignments(s.Updates, guard)
+		if p.returning {
+			b.WriteString(" RETURNING ")
+			b.List("", t.Columns, all)
+			b.WriteString(", LAST_INSERT_ID()")
+		}
+		p.upsert = b.Stmt()
+	}
+	return p, nil
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	return p.find.QueryOne(ctx, q, c, c.Dest...)
+}
+
+// GetOrCreate: SELECT; on a miss, INSERT (a duplicate-key error leaves the
+// transaction usable: only the statement is rolled back, MY-10); on a
+// duplicate of our key, a locking read, which sees the winner's committed
+// row even inside a REPEATABLE READ snapshot. A plain INSERT is used rather
+// than INSERT IGNORE (which also swallows truncation and NULL errors, MY-6)
+// or ON DUPLICATE KEY UPDATE (which would write the existing row and fire
+// its update triggers).
+func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	for range dialect.LostRaceTries {
+		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			return false, err
+		}
+		created, err := p.doInsert(ctx, q, c)
+		if err == nil {
+			return created, nil
+		}
+		if myErr(err) == nil || (myErr(err).Number != 1062 && myErr(err).Number != 1586) {
+			return false, err
+		}
+		if name := Dialect.Constraint(err); name != "" && name != p.arbiter {
+			return false, err // a conflict on another unique index
+		}
+		found, ferr := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
+		if ferr != nil || found {
+			return false, ferr
+		}
+		if len(p.otherUniqueIndexes) > 0 && Dialect.Constraint(err) == "" {
+			return false, err // cannot tell whose duplicate it was: report it
+		}
+	}
+	return false, dialect.ErrLostRace
+}
+
+// doInsert inserts and reads the row back: with RETURNING in the same
+// statement (MariaDB), else by key (MySQL; our own insert is visible to us).
+func (p *plan) doInsert(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	if p.returning {
+		found, err := p.insert.QueryOne(ctx, q, c, c.Dest...)
+		if err == nil && !found {
+			err = errors.New("INSERT ... RETURNING returned no row")
+		}
+		return found, err
+	}
+	if _, err := q.Exec(ctx, p.insert.SQL, p.insert.Args(c)...); err != nil {
+		return false, err
+	}
+	found, err := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
+	if err == nil && !found {
+		err = dialect.ErrLostRace // deleted between our insert and our read
+	}
+	return found, err
+}
+
+// UpdateOrCreate is one INSERT ... ON DUPLICATE KEY UPDATE ... RETURNING on
+// MariaDB. Without RETURNING (MySQL) it needs the library's own transaction
+// (or the caller's) to read the row it wrote: the upsert, then a locking
+// read of the row, which our upsert already holds locked.
+func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	var mark int64
+	if p.returning {
+		dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &mark)
+		found, err := p.upsert.QueryOne(ctx, q, c, dest...)
+		if err != nil {
+			return false, err
+		}
+		if !found {
+			return false, errors.New("upsert returned no row")
+		}
+	} else {
+		res, err := q.Exec(ctx, p.upsert.SQL, p.upsert.Args(c)...)
+		if err != nil {
+			return false, err
+		}
+		if mark, err = res.LastInsertId(); err != nil {
+			return false, err
+		}
+		found, err := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
+		if err != nil {
+			return false, err
+		}
+		if !found {
+			return false, dialect.ErrLostRace
+		}
+	}
+	switch mark {
+	case markInserted:
+		return true, nil
+	case markUpdated:
+		return false, nil
+	case markOther:
+		return false, &OtherUniqueError{Indexes: p.otherUniqueIndexes}
+	}
+	if !p.returning && mark > markOther {
+		// The OK packet carried a generated id: an insert.
+		return true, nil
+	}
+	return false, fmt.Errorf("upsert marker %d: cannot tell whether the row was inserted", mark)
+}
+
+// OtherUniqueError reports an upsert whose row collided on a unique index
+// other than the key; the row it collided with was left unchanged.
+type OtherUniqueError struct{ Indexes []string }
+
+func (e *OtherUniqueError) Error() string {
+	return "duplicate on another unique index (" + strings.Join(e.Indexes, ", ") + "); the existing row was left unchanged"
+}
+
+// Constraint names the index when there is only one candidate.
+func (e *OtherUniqueError) Constraint() string {
+	if len(e.Indexes) == 1 {
+		return e.Indexes[0]
+	}
+	return strings.Join(e.Indexes, " or ")
+}

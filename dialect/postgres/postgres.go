@@ -1,0 +1,340 @@
+// Package postgres is the getorcreate dialect for PostgreSQL 12+. Importing
+// it registers the dialect for pgx's database/sql driver
+// (github.com/jackc/pgx/v5/stdlib), which it also imports.
+package postgres
+
+import (
+	"context"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Dialect is the PostgreSQL dialect.
+var Dialect dialect.Dialect = pgDialect{}
+
+func init() {
+	dialect.Register(Dialect, func(d driver.Driver) bool {
+		_, ok := d.(*stdlib.Driver)
+		return ok
+	})
+}
+
+type pgDialect struct{}
+
+var _ dialect.Dialect = pgDialect{}
+
+func (pgDialect) Name() string { return "postgres" }
+
+// Quote quotes each dot-separated part of ident with double quotes.
+func (pgDialect) Quote(ident string) string { return quote(ident) }
+
+func quote(ident string) string {
+	parts := strings.Split(ident, ".")
+	for i, p := range parts {
+		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
+	}
+	return strings.Join(parts, ".")
+}
+
+func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
+	f := dialect.Features{Returning: true, UpsertReturning: true, OnConflict: true, Savepoints: true, MaxParams: 65535}
+	s := &dialect.Schema{Table: table}
+	var vnum int
+	if err := queryRows(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
+		func(r dialect.Rows) error { return r.Scan(&vnum, &s.Version) }); err != nil {
+		return nil, f, err
+	}
+	if vnum < 120000 {
+		return nil, f, fmt.Errorf("PostgreSQL %s is too old: getorcreate needs 12", s.Version)
+	}
+	f.NullsNotDistinct = vnum >= 150000
+	if strings.ContainsRune(table, 0) {
+		return nil, f, dialect.ErrNoTable
+	}
+	var oid *uint32
+	if err := queryRows(ctx, q, `SELECT to_regclass($1)::oid`, []any{quote(table)},
+		func(r dialect.Rows) error { return r.Scan(&oid) }); err != nil {
+		return nil, f, err
+	}
+	if oid == nil {
+		return nil, f, dialect.ErrNoTable
+	}
+	err := queryRows(ctx, q, `
+SELECT a.attname, format_type(a.atttypid, NULL), NOT a.attnotnull,
+       a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+       a.attidentity <> '' OR coalesce(pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%', false),
+       coalesce(co.collname, '')
+FROM pg_attribute a
+LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
+		var c dialect.Column
+		if err := r.Scan(&c.Name, &c.Type, &c.Nullable, &c.HasDefault, &c.Identity, &c.Collation); err != nil {
+			return err
+		}
+		s.Columns = append(s.Columns, c)
+		return nil
+	})
+	if err != nil {
+		return nil, f, err
+	}
+	nnd := "false"
+	if f.NullsNotDistinct {
+		nnd = "i.indnullsnotdistinct"
+	}
+	err = queryRows(ctx, q, `
+SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, i.indexprs IS NOT NULL,
+       coalesce(con.condeferrable, false), `+nnd+`,
+       coalesce((SELECT json_agg(a.attname ORDER BY k.ord)
+                 FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                 WHERE k.ord <= i.indnkeyatts), '[]')::text
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('p', 'u')
+WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid
+ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
+		var ix dialect.Index
+		var cols string
+		if err := r.Scan(&ix.Name, &ix.Primary, &ix.Partial, &ix.Expression, &ix.Deferrable, &ix.NullsNotDistinct, &cols); err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(cols), &ix.Columns); err != nil {
+			return err
+		}
+		s.Unique = append(s.Unique, ix)
+		return nil
+	})
+	if err != nil {
+		return nil, f, err
+	}
+	err = queryRows(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`,
+		[]any{*oid}, func(r dialect.Rows) error {
+			var n string
+			err := r.Scan(&n)
+			s.Triggers = append(s.Triggers, n)
+			return err
+		})
+	return s, f, err
+}
+
+func queryRows(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func pgErr(err error) *pgconn.PgError {
+	var e *pgconn.PgError
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+// Classify maps SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+func (pgDialect) Classify(err error) dialect.Class {
+	e := pgErr(err)
+	if e == nil {
+		return dialect.ClassOther
+	}
+	switch e.Code {
+	case "23505":
+		return dialect.ClassUnique
+	case "40001":
+		return dialect.ClassSerialization
+	case "40P01":
+		return dialect.ClassDeadlock
+	case "55P03":
+		return dialect.ClassBusy
+	case "22001":
+		return dialect.ClassTooLong
+	case "22P02", "22003", "22007", "22008", "22021", "42804":
+		return dialect.ClassInvalidValue
+	case "23502":
+		return dialect.ClassNotNull
+	case "21000":
+		return dialect.ClassCardinality
+	case "42P10":
+		return dialect.ClassNoArbiter
+	}
+	return dialect.ClassOther
+}
+
+func (pgDialect) Constraint(err error) string {
+	if e := pgErr(err); e != nil {
+		return e.ConstraintName
+	}
+	return ""
+}
+
+func (pgDialect) CreateIndexDDL(table string, cols []string) string {
+	name := table
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		name = name[i+1:]
+	}
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = quote(c)
+	}
+	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quote(name+"_"+strings.Join(cols, "_")+"_key"), quote(table), strings.Join(q, ", "))
+}
+
+// The alias of the target table in upserts, so that the stored row's
+// columns can be named whatever the table is called.
+const alias = `"t"`
+
+var syntax = dialect.Syntax{
+	Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+	Quote:       quote,
+	Existing:    func(b *dialect.Builder, col string) { b.WriteString(alias + "."); b.Ident(col) },
+	Proposed:    func(b *dialect.Builder, col string) { b.WriteString("EXCLUDED."); b.Ident(col) },
+	Greatest:    "GREATEST",
+	Least:       "LEAST",
+}
+
+type plan struct {
+	find, getOrCreate, upsert dialect.Stmt
+}
+
+// Compile builds:
+//
+//	find:        SELECT cols FROM t WHERE key = $1
+//	getOrCreate: WITH s AS (SELECT cols FROM t WHERE key = $1),
+//	                  i AS (INSERT INTO t (...) SELECT $2, ... WHERE NOT EXISTS (SELECT FROM s)
+//	                        ON CONFLICT (key) DO NOTHING RETURNING cols)
+//	             SELECT cols, false FROM s UNION ALL SELECT cols, true FROM i
+//	upsert:      INSERT INTO t AS t (...) VALUES (...) ON CONFLICT (key) DO UPDATE SET ...
+//	             RETURNING cols, xmax = 0
+//
+// The fused getOrCreate costs one statement for an existing key and one for
+// a new key. When the row exists it inserts nothing: no sequence value, no
+// trigger, no dead tuple. Its SELECT shares the statement's snapshot, so a
+// row committed by a racing transaction after that snapshot is invisible to
+// it; ON CONFLICT DO NOTHING then waits for that transaction and returns no
+// row, and a separate find, with a new snapshot under READ COMMITTED, sees it.
+func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
+	p := &plan{}
+	all := seq(len(t.Columns))
+	table := quote(t.Name)
+
+	b := dialect.NewBuilder(&syntax, t)
+	b.WriteString("SELECT ")
+	b.List("", t.Columns, all)
+	b.WriteString(" FROM " + table + " WHERE ")
+	b.KeyMatch("", "IS NOT DISTINCT FROM")
+	p.find = b.Stmt()
+
+	b = dialect.NewBuilder(&syntax, t)
+	b.WriteString("WITH s AS (SELECT ")
+	b.List("", t.Columns, all)
+	b.WriteString(" FROM " + table + " WHERE ")
+	b.KeyMatch("", "IS NOT DISTINCT FROM")
+	b.WriteString("), i AS (INSERT INTO " + table + " (")
+	b.List("", t.Columns, s.Insert)
+	b.WriteString(") SELECT ")
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		// INSERT ... SELECT does not type its parameters from the target
+		// columns, so cast them; to the base type, since a cast to
+		// varchar(n) would truncate where an insert fails.
+		b.Value(pos)
+		b.WriteString("::" + t.Schema.Column(t.Columns[pos]).Type)
+	}
+	b.WriteString(" WHERE NOT EXISTS (SELECT FROM s) ON CONFLICT (")
+	b.List("", t.Columns, t.Key)
+	b.WriteString(") DO NOTHING RETURNING ")
+	b.List("", t.Columns, all)
+	b.WriteString(") SELECT ")
+	b.List("", t.Columns, all)
+	b.WriteString(", false FROM s UNION ALL SELECT ")
+	b.List("", t.Columns, all)
+	b.WriteString(", true FROM i")
+	p.getOrCreate = b.Stmt()
+
+	if len(s.Updates) > 0 {
+		b = dialect.NewBuilder(&syntax, t)
+		b.WriteString("INSERT INTO " + table + " AS " + alias + " (")
+		b.List("", t.Columns, s.Insert)
+		b.WriteString(") VALUES (")
+		for i, pos := range s.Insert {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.Value(pos)
+		}
+		b.WriteString(") ON CONFLICT (")
+		b.List("", t.Columns, t.Key)
+		b.WriteString(") DO UPDATE SET ")
+		b.Assignments(s.Updates, nil)
+		b.WriteString(" RETURNING ")
+		b.List(alias+".", t.Columns, all)
+		// xmax is 0 on a freshly inserted row version and set (to our own
+		// transaction) on one written by ON CONFLICT DO UPDATE. This is an
+		// implementation detail, stable from 9.5 to 17; PostgreSQL 18 adds
+		// RETURNING old.*, which a later version may switch to.
+		b.WriteString(", " + alias + ".xmax = 0")
+		p.upsert = b.Stmt()
+	}
+	return p, nil
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	return p.find.QueryOne(ctx, q, c, c.Dest...)
+}
+
+func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	var created bool
+	dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &created)
+	for range dialect.LostRaceTries {
+		found, err := p.getOrCreate.QueryOne(ctx, q, c, dest...)
+		if err != nil || found {
+			return created, err
+		}
+		// Lost the race to a transaction that committed after our snapshot.
+		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			return false, err
+		}
+		// It was deleted again already; go round.
+	}
+	return false, dialect.ErrLostRace
+}
+
+// UpdateOrCreate is one statement: ON CONFLICT DO UPDATE either inserts or
+// updates, atomically, whatever runs concurrently (PG-1).
+func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	var created bool
+	dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &created)
+	found, err := p.upsert.QueryOne(ctx, q, c, dest...)
+	if err == nil && !found {
+		err = errors.New("upsert returned no row")
+	}
+	return created, err
+}

@@ -1,0 +1,337 @@
+// Package sqlite is the getorcreate dialect for SQLite 3.35+ through
+// modernc.org/sqlite (pure Go). Importing it registers both.
+//
+// SQLite has one writer at a time, so there is no lost update to prevent
+// across connections, only a lost race between a lookup and an insert, which
+// INSERT ... ON CONFLICT DO NOTHING RETURNING closes. Open the database with
+// a busy timeout (and WAL for concurrent readers): the library retries
+// SQLITE_BUSY in its own calls, but each retry costs latency.
+package sqlite
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/getorcreate/getorcreate/dialect"
+	msqlite "modernc.org/sqlite"
+)
+
+// Dialect is the SQLite dialect.
+var Dialect dialect.Dialect = sqliteDialect{}
+
+func init() {
+	dialect.Register(Dialect, func(d driver.Driver) bool {
+		_, ok := d.(*msqlite.Driver)
+		return ok
+	})
+}
+
+type sqliteDialect struct{}
+
+var _ dialect.Dialect = sqliteDialect{}
+
+func (sqliteDialect) Name() string { return "sqlite" }
+
+// Quote quotes each dot-separated part of ident with double quotes.
+func (sqliteDialect) Quote(ident string) string { return quote(ident) }
+
+func quote(ident string) string {
+	parts := strings.Split(ident, ".")
+	for i, p := range parts {
+		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
+	}
+	return strings.Join(parts, ".")
+}
+
+func splitName(table string) (schema, name string) {
+	if i := strings.LastIndexByte(table, '.'); i >= 0 {
+		return table[:i], table[i+1:]
+	}
+	return "main", table
+}
+
+func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
+	f := dialect.Features{OnConflict: true, Savepoints: true, MaxParams: 32766}
+	s := &dialect.Schema{Table: table}
+	schema, name := splitName(table)
+	if err := queryRows(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
+		return nil, f, err
+	}
+	var maj, min int
+	fmt.Sscanf(s.Version, "%d.%d", &maj, &min)
+	if maj < 3 || (maj == 3 && min < 35) {
+		return nil, f, fmt.Errorf("SQLite %s is too old: getorcreate needs 3.35 (RETURNING)", s.Version)
+	}
+	f.Returning, f.UpsertReturning = true, true
+	var pkCols []string
+	var pkType string
+	err := queryRows(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
+		[]any{name, schema}, func(r dialect.Rows) error {
+			var c dialect.Column
+			var notnull, hasDef bool
+			var pk, hidden int
+			if err := r.Scan(&c.Name, &c.Type, &notnull, &hasDef, &pk, &hidden); err != nil {
+				return err
+			}
+			c.Nullable, c.HasDefault = !notnull, hasDef || hidden >= 2
+			if pk > 0 {
+				pkCols = append(pkCols, c.Name)
+				pkType = c.Type
+			}
+			s.Columns = append(s.Columns, c)
+			return nil
+		})
+	if err != nil {
+		return nil, f, err
+	}
+	if len(s.Columns) == 0 {
+		return nil, f, dialect.ErrNoTable
+	}
+	type idx struct {
+		name, origin string
+		partial      bool
+	}
+	var idxs []idx
+	err = queryRows(ctx, q, `SELECT name, origin, partial FROM pragma_index_list(?, ?) WHERE "unique" = 1`,
+		[]any{name, schema}, func(r dialect.Rows) error {
+			var i idx
+			if err := r.Scan(&i.name, &i.origin, &i.partial); err != nil {
+				return err
+			}
+			idxs = append(idxs, i)
+			return nil
+		})
+	if err != nil {
+		return nil, f, err
+	}
+	hasPKIndex := false
+	for _, i := range idxs {
+		ix := dialect.Index{Name: i.name, Primary: i.origin == "pk", Partial: i.partial}
+		hasPKIndex = hasPKIndex || ix.Primary
+		err := queryRows(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
+			[]any{i.name, schema}, func(r dialect.Rows) error {
+				var col, coll *string
+				if err := r.Scan(&col, &coll); err != nil {
+					return err
+				}
+				if col == nil {
+					ix.Expression = true
+					return nil
+				}
+				ix.Columns = append(ix.Columns, *col)
+				if c := s.Column(*col); c != nil && coll != nil && c.Collation == "" {
+					c.Collation = *coll
+				}
+				return nil
+			})
+		if err != nil {
+			return nil, f, err
+		}
+		s.Unique = append(s.Unique, ix)
+	}
+	if len(pkCols) > 0 && !hasPKIndex {
+		// An INTEGER PRIMARY KEY is the rowid: unique, with no index of its own.
+		s.Unique = append(s.Unique, dialect.Index{Name: "PRIMARY KEY", Columns: pkCols, Primary: true})
+		if len(pkCols) == 1 && strings.EqualFold(pkType, "INTEGER") {
+			c := s.Column(pkCols[0])
+			c.Identity, c.HasDefault = true, true
+		}
+	}
+	err = queryRows(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`,
+		[]any{name}, func(r dialect.Rows) error {
+			var n string
+			err := r.Scan(&n)
+			s.Triggers = append(s.Triggers, n)
+			return err
+		})
+	return s, f, err
+}
+
+func queryRows(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// SQLite result codes (https://sqlite.org/rescode.html).
+const (
+	codeBusy             = 5
+	codeLocked           = 6
+	codeTooBig           = 18
+	codeMismatch         = 20
+	codeBusySnapshot     = 517
+	codeConstraintNotNul = 1299
+	codeConstraintPK     = 1555
+	codeConstraintUnique = 2067
+	codeConstraintType   = 3091
+)
+
+func code(err error) (int, bool) {
+	var e interface{ Code() int }
+	if errors.As(err, &e) {
+		return e.Code(), true
+	}
+	return 0, false
+}
+
+func (sqliteDialect) Classify(err error) dialect.Class {
+	c, ok := code(err)
+	if !ok {
+		return dialect.ClassOther
+	}
+	switch {
+	case c == codeBusySnapshot:
+		return dialect.ClassSerialization
+	case c&0xff == codeBusy || c&0xff == codeLocked:
+		return dialect.ClassBusy
+	case c == codeConstraintUnique || c == codeConstraintPK:
+		return dialect.ClassUnique
+	case c == codeConstraintNotNul:
+		return dialect.ClassNotNull
+	case c == codeTooBig:
+		return dialect.ClassTooLong
+	case c == codeMismatch || c == codeConstraintType:
+		return dialect.ClassInvalidValue
+	}
+	return dialect.ClassOther
+}
+
+// Constraint names the columns of the violated index, as SQLite reports
+// them ("tags.slug"); SQLite gives no index name.
+func (sqliteDialect) Constraint(err error) string {
+	if _, ok := code(err); !ok {
+		return ""
+	}
+	_, after, ok := strings.Cut(err.Error(), "constraint failed: ")
+	if !ok {
+		return ""
+	}
+	after, _, _ = strings.Cut(after, " (")
+	return after
+}
+
+func (sqliteDialect) CreateIndexDDL(table string, cols []string) string {
+	_, name := splitName(table)
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = quote(c)
+	}
+	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quote(name+"_"+strings.Join(cols, "_")+"_key"), quote(table), strings.Join(q, ", "))
+}
+
+var syntax = dialect.Syntax{
+	Placeholder: func(int) string { return "?" },
+	Quote:       quote,
+	Existing:    func(b *dialect.Builder, col string) { b.Ident(col) },
+	// The proposed row is the call's own value: the update is a plain UPDATE.
+	Proposed: func(b *dialect.Builder, col string) { b.Value(b.Pos(col)) },
+	Greatest: "max",
+	Least:    "min",
+}
+
+type plan struct {
+	find, insert, update dialect.Stmt
+}
+
+// Compile builds:
+//
+//	find:   SELECT cols FROM t WHERE key = ?
+//	insert: INSERT INTO t (...) VALUES (...) ON CONFLICT (key) DO NOTHING RETURNING cols
+//	update: UPDATE t SET ... WHERE key = ? RETURNING cols
+//
+// An upsert (ON CONFLICT DO UPDATE) would save a statement on the create
+// path, but SQLite cannot say whether it inserted or updated, so
+// UpdateOrCreate tries the UPDATE first (one statement for an existing key)
+// and inserts only when it touched nothing.
+func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
+	p := &plan{}
+	cols := func(b *dialect.Builder) { b.List("", t.Columns, seq(len(t.Columns))) }
+
+	b := dialect.NewBuilder(&syntax, t)
+	b.WriteString("SELECT ")
+	cols(b)
+	b.WriteString(" FROM " + quote(t.Name) + " WHERE ")
+	b.KeyMatch("", "IS")
+	p.find = b.Stmt()
+
+	b = dialect.NewBuilder(&syntax, t)
+	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
+	b.List("", t.Columns, s.Insert)
+	b.WriteString(") VALUES (")
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.Value(pos)
+	}
+	b.WriteString(") ON CONFLICT (")
+	b.List("", t.Columns, t.Key)
+	b.WriteString(") DO NOTHING RETURNING ")
+	cols(b)
+	p.insert = b.Stmt()
+
+	if len(s.Updates) > 0 {
+		b = dialect.NewBuilder(&syntax, t)
+		b.WriteString("UPDATE " + quote(t.Name) + " SET ")
+		b.Assignments(s.Updates, nil)
+		b.WriteString(" WHERE ")
+		b.KeyMatch("", "IS")
+		b.WriteString(" RETURNING ")
+		cols(b)
+		p.update = b.Stmt()
+	}
+	return p, nil
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	return p.find.QueryOne(ctx, q, c, c.Dest...)
+}
+
+// GetOrCreate: SELECT; on a miss, INSERT ... DO NOTHING RETURNING; when that
+// returns nothing another connection inserted the key in between, and the
+// next SELECT sees it.
+func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	for range dialect.LostRaceTries {
+		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			return false, err
+		}
+		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
+			return created, err
+		}
+	}
+	return false, dialect.ErrLostRace
+}
+
+// UpdateOrCreate: UPDATE ... RETURNING; on a miss, INSERT ... DO NOTHING
+// RETURNING; when that returns nothing another connection inserted the key
+// in between, and the next UPDATE finds it.
+func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	for range dialect.LostRaceTries {
+		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			return false, err
+		}
+		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
+			return created, err
+		}
+	}
+	return false, dialect.ErrLostRace
+}

@@ -1,0 +1,143 @@
+package getorcreate
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/getorcreate/getorcreate/dialect"
+)
+
+// Sentinel errors. Every error the library returns matches one of them with
+// errors.Is, and wraps the driver's error (when there is one) too.
+var (
+	// ErrNoUniqueIndex: no PRIMARY KEY or non-partial, non-deferrable UNIQUE
+	// constraint or index covers exactly the key columns, so the database
+	// cannot keep one row per key under concurrency. Returned by Open as a
+	// *SchemaError carrying the DDL that fixes it.
+	ErrNoUniqueIndex = errors.New("no unique index covers exactly the key columns")
+	// ErrNoTable: the table does not exist.
+	ErrNoTable = errors.New("table does not exist")
+	// ErrMapping: a struct field maps to no column, a key column maps to no
+	// field, or a NOT NULL column without a default is not mapped.
+	ErrMapping = errors.New("struct does not match the table")
+	// ErrNullKey: a key value is NULL and the unique index treats NULLs as
+	// distinct, so no row could ever be found again by that key.
+	ErrNullKey = errors.New("NULL key value")
+	// ErrInvalidUpdate: an update names an unknown or key column, or its
+	// expression does not fit its arguments.
+	ErrInvalidUpdate = errors.New("invalid update")
+	// ErrConflict: the row conflicts on a unique constraint other than the
+	// key; see Error.Constraint.
+	ErrConflict = errors.New("conflict on another unique constraint")
+	// ErrSerialization: the database could not serialize the transaction
+	// (SQLSTATE 40001). Retryable.
+	ErrSerialization = errors.New("serialization failure")
+	// ErrDeadlock: the database broke a deadlock by failing this transaction. Retryable.
+	ErrDeadlock = errors.New("deadlock")
+	// ErrBusy: the database is locked by another writer (SQLITE_BUSY) or a
+	// lock wait timed out. Retryable.
+	ErrBusy = errors.New("database busy")
+	// ErrValueTooLong: a value is too long for its column.
+	ErrValueTooLong = errors.New("value too long for column")
+	// ErrInvalidValue: a value has the wrong type or is out of range.
+	ErrInvalidValue = errors.New("invalid value for column")
+	// ErrNotNull: a NULL was given for a NOT NULL column.
+	ErrNotNull = errors.New("NULL in NOT NULL column")
+	// ErrLostRace: the row kept changing under the call (created and deleted
+	// again by others) more times than the retry limit allows. Retryable.
+	ErrLostRace = errors.New("row kept changing under the call")
+)
+
+// Error is a failed call. It matches its Kind and its wrapped driver error
+// with errors.Is and errors.As.
+type Error struct {
+	Op         string // "GetOrCreate", "UpdateOrCreate", ...
+	Table      string
+	Kind       error  // one of the sentinel errors, or nil for an unclassified driver error
+	Constraint string // the other unique constraint, for ErrConflict, when known
+	Input      int    // for bulk calls, the position of the failing input; else -1
+	Err        error  // the driver's error, or nil
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "getorcreate: %s %s", e.Op, e.Table)
+	if e.Input >= 0 {
+		fmt.Fprintf(&b, " (input %d)", e.Input)
+	}
+	if e.Kind != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Kind.Error())
+		if e.Constraint != "" {
+			fmt.Fprintf(&b, " %q", e.Constraint)
+		}
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the kind and the driver error.
+func (e *Error) Unwrap() []error {
+	errs := make([]error, 0, 2)
+	if e.Kind != nil {
+		errs = append(errs, e.Kind)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// SchemaError says why Open refused a table and how to fix it.
+type SchemaError struct {
+	Table   string
+	Key     []string
+	Kind    error  // ErrNoUniqueIndex, ErrMapping or ErrNoTable
+	Problem string // what is wrong, in a sentence
+	Fix     string // the DDL or change that fixes it, when there is one
+}
+
+func (e *SchemaError) Error() string {
+	s := fmt.Sprintf("getorcreate: table %s, key (%s): %v: %s", e.Table, strings.Join(e.Key, ", "), e.Kind, e.Problem)
+	if e.Fix != "" {
+		s += "; fix: " + e.Fix
+	}
+	return s
+}
+
+// Unwrap returns the kind.
+func (e *SchemaError) Unwrap() error { return e.Kind }
+
+// IsRetryable reports whether err is a serialization failure, a deadlock or
+// a busy database: the transaction it happened in is lost, and running the
+// whole transaction again may succeed. Inside a caller's transaction the
+// library never retries by itself; use RunTx.
+func IsRetryable(err error) bool {
+	return errors.Is(err, ErrSerialization) || errors.Is(err, ErrDeadlock) ||
+		errors.Is(err, ErrBusy) || errors.Is(err, ErrLostRace)
+}
+
+// kindOf maps a dialect class to a sentinel.
+func kindOf(c dialect.Class) error {
+	switch c {
+	case dialect.ClassSerialization:
+		return ErrSerialization
+	case dialect.ClassDeadlock:
+		return ErrDeadlock
+	case dialect.ClassBusy:
+		return ErrBusy
+	case dialect.ClassTooLong:
+		return ErrValueTooLong
+	case dialect.ClassInvalidValue:
+		return ErrInvalidValue
+	case dialect.ClassNotNull:
+		return ErrNotNull
+	case dialect.ClassUnique:
+		return ErrConflict
+	}
+	return nil
+}

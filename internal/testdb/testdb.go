@@ -1,0 +1,183 @@
+// Package testdb gives tests a real database of each kind: SQLite always
+// (a temporary file), PostgreSQL and MariaDB/MySQL when their DSNs are set:
+//
+//	GETORCREATE_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+//	GETORCREATE_MYSQL=mysql://root@127.0.0.1:3306/test
+//
+// Without them the server suites skip with a message saying so. Each test
+// gets tables with unique names, dropped when it ends, so tests run in
+// parallel.
+package testdb
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/mysql"
+	"github.com/getorcreate/getorcreate/dsn"
+)
+
+// Env names the environment variables holding the server DSNs.
+const (
+	EnvPostgres = "GETORCREATE_POSTGRES"
+	EnvMySQL    = "GETORCREATE_MYSQL"
+)
+
+// DB is one database under test.
+type DB struct {
+	Name    string // "sqlite", "postgres", "mysql", or "mysql-noreturning"
+	Kind    string // "sqlite", "postgres" or "mysql"
+	DSN     string // the project DSN form
+	SQL     *sql.DB
+	Dialect dialect.Dialect // non-nil to override detection
+}
+
+var (
+	mu    sync.Mutex
+	pools = map[string]*sql.DB{}
+)
+
+// Kinds lists the databases to run against: sqlite always, the servers
+// when configured. With variants, MariaDB also runs as MySQL without
+// RETURNING.
+func Kinds(variants bool) []string {
+	ks := []string{"sqlite", "postgres", "mysql"}
+	if variants {
+		ks = append(ks, "mysql-noreturning")
+	}
+	return ks
+}
+
+// Open returns the database of this name for t, or skips t.
+func Open(t testing.TB, name string) *DB {
+	t.Helper()
+	d := &DB{Name: name, Kind: strings.TrimSuffix(name, "-noreturning")}
+	switch d.Kind {
+	case "sqlite":
+		d.DSN = "sqlite:" + filepath.Join(t.TempDir(), "test.db")
+	case "postgres":
+		d.DSN = os.Getenv(EnvPostgres)
+	case "mysql":
+		d.DSN = os.Getenv(EnvMySQL)
+	}
+	if d.DSN == "" {
+		env := EnvPostgres
+		if d.Kind == "mysql" {
+			env = EnvMySQL
+		}
+		t.Skipf("%s suite skipped: set %s to run it (see README)", name, env)
+	}
+	if name == "mysql-noreturning" {
+		d.Dialect = mysql.NoReturning
+	}
+	d.SQL = Pool(t, d.DSN)
+	return d
+}
+
+// Pool opens (once per process and DSN for servers) a pool on the DSN.
+func Pool(t testing.TB, s string) *sql.DB {
+	t.Helper()
+	if strings.HasPrefix(s, "sqlite:") {
+		db, _, err := dsn.Open(context.Background(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if db, ok := pools[s]; ok {
+		return db
+	}
+	db, _, err := dsn.Open(context.Background(), s)
+	if err != nil {
+		t.Fatalf("%v (is the server running? see README)", err)
+	}
+	pools[s] = db
+	return db
+}
+
+// Each runs fn as a parallel subtest on every database.
+func Each(t *testing.T, fn func(t *testing.T, db *DB)) {
+	EachOf(t, Kinds(false), fn)
+}
+
+// EachOf runs fn as a parallel subtest on the named databases.
+func EachOf(t *testing.T, names []string, fn func(t *testing.T, db *DB)) {
+	t.Helper()
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, Open(t, name))
+		})
+	}
+}
+
+// Table returns a fresh table name and drops the table when t ends.
+func (d *DB) Table(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 5)
+	rand.Read(b)
+	name := "goc_" + hex.EncodeToString(b)
+	t.Cleanup(func() { d.SQL.Exec("DROP TABLE IF EXISTS " + name) })
+	return name
+}
+
+// Create creates a fresh table from per-database DDL, with %s standing for
+// the table name, and returns the name. ddl maps a Kind to its DDL; "" is
+// the default for kinds not listed.
+func (d *DB) Create(t testing.TB, ddl map[string]string) string {
+	t.Helper()
+	name := d.Table(t)
+	q, ok := ddl[d.Kind]
+	if !ok {
+		q = ddl[""]
+	}
+	for _, stmt := range strings.Split(q, ";\n") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := d.SQL.Exec(strings.ReplaceAll(stmt, "%s", name)); err != nil {
+			t.Fatalf("creating table on %s: %v\n%s", d.Name, err, stmt)
+		}
+	}
+	return name
+}
+
+// Exec runs a statement or fails the test.
+func (d *DB) Exec(t testing.TB, q string, args ...any) {
+	t.Helper()
+	if _, err := d.SQL.Exec(q, args...); err != nil {
+		t.Fatalf("%s: %v\n%s", d.Name, err, q)
+	}
+}
+
+// Count returns the number of rows of table.
+func (d *DB) Count(t testing.TB, table string) int {
+	t.Helper()
+	var n int
+	if err := d.SQL.QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TagsDDL is the tags table the conformance suite uses.
+var TagsDDL = map[string]string{
+	"sqlite":   `CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, count INTEGER NOT NULL DEFAULT 0, note TEXT, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)`,
+	"postgres": `CREATE TABLE %s (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, count BIGINT NOT NULL DEFAULT 0, note TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
+	"mysql":    `CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) NOT NULL UNIQUE, count BIGINT NOT NULL DEFAULT 0, note TEXT, created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`,
+}
+
+// Describe is a short name for messages: "postgres (15.4)".
+func (d *DB) Describe() string { return fmt.Sprintf("%s", d.Name) }
