@@ -330,6 +330,20 @@ func (t *tableCore) plan(op uint8, omit uint64, ups []Update) (dialect.Plan, err
 	if p, ok := t.plans.Load(k); ok {
 		return p.(dialect.Plan), nil
 	}
+	shape, err := t.shape(omit, ups)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.d.Compile(t.dt, shape, t.feat)
+	if err != nil {
+		return nil, fmt.Errorf("getorcreate: compiling statements for %s: %w", t.name, err)
+	}
+	t.plans.Store(k, p)
+	return p, nil
+}
+
+// shape lists the columns an insert gives and the update assignments.
+func (t *tableCore) shape(omit uint64, ups []Update) (*dialect.Shape, error) {
 	shape := &dialect.Shape{}
 	for i := range t.m.Fields {
 		if j := slices.Index(t.defaultable, i); j >= 0 && omit&(1<<j) != 0 {
@@ -344,12 +358,7 @@ func (t *tableCore) plan(op uint8, omit uint64, ups []Update) (dialect.Plan, err
 		}
 		shape.Updates = as
 	}
-	p, err := t.d.Compile(t.dt, shape, t.feat)
-	if err != nil {
-		return nil, fmt.Errorf("getorcreate: compiling statements for %s: %w", t.name, err)
-	}
-	t.plans.Store(k, p)
-	return p, nil
+	return shape, nil
 }
 
 func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool, row T, create func(*T) error) (Result[T], error) {

@@ -38,7 +38,9 @@ func SetProposed(col string) Update {
 }
 
 // Add adds delta to col: col = col + delta.
-func Add(col string, delta any) Update { return Update{col: col, op: dialect.OpAdd, args: []any{delta}} }
+func Add(col string, delta any) Update {
+	return Update{col: col, op: dialect.OpAdd, args: []any{delta}}
+}
 
 // Greatest keeps the greater of the stored value and v.
 func Greatest(col string, v any) Update {

@@ -2,6 +2,8 @@ package dialect
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -41,6 +43,7 @@ const (
 type ArgRef struct {
 	Kind  ArgKind
 	Index int
+	Row   int // for batch statements, the row of the batch
 }
 
 // Syntax is what the shared builder needs to know of a dialect.
@@ -102,13 +105,13 @@ func (b *Builder) Ident(name string) { b.WriteString(b.Syn.Quote(name)) }
 
 // Value writes a placeholder bound to Call.Values[i].
 func (b *Builder) Value(i int) {
-	b.Refs = append(b.Refs, ArgRef{ArgValue, i})
+	b.Refs = append(b.Refs, ArgRef{Kind: ArgValue, Index: i})
 	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
 }
 
 // UpdateArg writes a placeholder bound to Call.UpdateArgs[i].
 func (b *Builder) UpdateArg(i int) {
-	b.Refs = append(b.Refs, ArgRef{ArgUpdate, i})
+	b.Refs = append(b.Refs, ArgRef{Kind: ArgUpdate, Index: i})
 	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
 }
 
@@ -234,4 +237,99 @@ func ScanOne(rows Rows, dest ...any) (bool, error) {
 		err = rerr
 	}
 	return found && err == nil, err
+}
+
+// Seq returns 0, 1, ..., n-1.
+func Seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// RowValue writes a placeholder bound to the value at pos of row j of a batch.
+func (b *Builder) RowValue(j, pos int) {
+	b.Refs = append(b.Refs, ArgRef{ArgValue, pos, j})
+	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
+}
+
+// BatchArgs binds a batch statement's values: row values from rows[Ref.Row],
+// update arguments from updateArgs.
+func (s *Stmt) BatchArgs(rows []*Call, updateArgs []any) []any {
+	args := make([]any, len(s.Refs))
+	for i, r := range s.Refs {
+		if r.Kind == ArgValue {
+			args[i] = rows[r.Row].Values[r.Index]
+		} else {
+			args[i] = updateArgs[r.Index]
+		}
+	}
+	return args
+}
+
+// ScanBatch runs a statement whose rows start with an ordinal (the row's
+// position in rows) followed by the table's columns and then one value per
+// element of extra(ord). Each result is scanned into scratch values of the
+// destinations' types and copied to the row it belongs to. It reports which
+// rows came back.
+func ScanBatch(ctx context.Context, q Querier, sql string, args []any, rows []*Call, extra func(ord int) []any) ([]bool, error) {
+	rs, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	proto := rows[0].Dest
+	if extra != nil {
+		proto = append(proto[:len(proto):len(proto)], extra(0)...)
+	}
+	var ord int
+	scratch := make([]any, 1+len(proto))
+	scratch[0] = &ord
+	for i, d := range proto {
+		scratch[i+1] = reflect.New(reflect.TypeOf(d).Elem()).Interface()
+	}
+	seen := make([]bool, len(rows))
+	for rs.Next() {
+		if err := rs.Scan(scratch...); err != nil {
+			return nil, err
+		}
+		if ord < 0 || ord >= len(rows) {
+			return nil, fmt.Errorf("batch statement returned ordinal %d of %d rows", ord, len(rows))
+		}
+		dst := rows[ord].Dest
+		if extra != nil {
+			dst = append(dst[:len(dst):len(dst)], extra(ord)...)
+		}
+		for i, d := range dst {
+			reflect.ValueOf(d).Elem().Set(reflect.ValueOf(scratch[i+1]).Elem())
+		}
+		seen[ord] = true
+	}
+	if err := rs.Err(); err != nil {
+		return nil, err
+	}
+	return seen, rs.Close()
+}
+
+// SameStoredKey reports whether two scanned rows carry identical key values:
+// the same stored row gives the same bytes, so this never merges rows that
+// the database holds apart.
+func SameStoredKey(t *Table, a, b *Call) bool {
+	for _, p := range t.Key {
+		if !reflect.DeepEqual(reflect.ValueOf(a.Dest[p]).Elem().Interface(), reflect.ValueOf(b.Dest[p]).Elem().Interface()) {
+			return false
+		}
+	}
+	return true
+}
+
+// Missing returns the rows not seen.
+func Missing(rows []*Call, seen []bool) (idx []int) {
+	for i := range rows {
+		if !seen[i] {
+			idx = append(idx, i)
+		}
+	}
+	return idx
 }

@@ -252,3 +252,27 @@ func ByName(name string) (Dialect, error) {
 	}
 	return nil, fmt.Errorf("no getorcreate dialect named %q is registered", name)
 }
+
+// Batch carries one chunk of a bulk call to a BulkPlan: unique keys, in the
+// deterministic order in which they are written.
+type Batch struct {
+	Rows       []*Call
+	Created    []bool // out: one per row
+	UpdateArgs []any
+	InTx       bool
+}
+
+// BulkPlan runs the compiled statements of one table, shape and chunk size.
+type BulkPlan interface {
+	// GetOrCreateMany finds or inserts every row of the batch, scanning
+	// each into its Call.Dest and setting Created.
+	GetOrCreateMany(ctx context.Context, q Querier, b *Batch) error
+	// UpdateOrCreateMany applies the assignments to every existing row of
+	// the batch and inserts the others.
+	UpdateOrCreateMany(ctx context.Context, q Querier, b *Batch) error
+}
+
+// BulkCompiler is implemented by dialects with multi-row statements.
+type BulkCompiler interface {
+	CompileBulk(t *Table, s *Shape, f Features, n int) (BulkPlan, error)
+}

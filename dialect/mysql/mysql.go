@@ -268,7 +268,7 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	for _, ix := range t.OtherUnique {
 		p.otherUniqueIndexes = append(p.otherUniqueIndexes, ix.Name)
 	}
-	all := seq(len(t.Columns))
+	all := dialect.Seq(len(t.Columns))
 	table := quote(t.Name)
 
 	b := dialect.NewBuilder(&syntax, t)
@@ -306,34 +306,10 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	p.insert = b.Stmt()
 
 	if len(s.Updates) > 0 {
-		mine := func(b *dialect.Builder) {
-			for i, pos := range t.Key {
-				if i > 0 {
-					b.WriteString(" AND ")
-				}
-				b.Ident(t.Columns[pos])
-				b.WriteString(" <=> VALUES(")
-				b.Ident(t.Columns[pos])
-				b.WriteString(")")
-			}
-		}
 		b = dialect.NewBuilder(&syntax, t)
 		values(b, true)
-		k := t.Columns[t.Key[0]]
 		b.WriteString(" ON DUPLICATE KEY UPDATE ")
-		b.Ident(k)
-		b.WriteString(" = IF(LAST_INSERT_ID(IF(")
-		mine(b)
-		b.WriteString(", 0, 2)), ")
-		b.Ident(k)
-		b.WriteString(", ")
-		b.Ident(k)
-		b.WriteString("), ")
-		var guard func(*dialect.Builder)
-		if len(t.OtherUnique) > 0 {
-			guard = mine
-		}
-		b.Assignments(s.Updates, guard)
+		writeMarkerAndUpdates(b, t, s)
 		if p.returning {
 			b.WriteString(" RETURNING ")
 			b.List("", t.Columns, all)
@@ -344,12 +320,38 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	return p, nil
 }
 
-func seq(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
+// mine writes (k <=> VALUES(k) AND ...): true when the duplicate-key update
+// is on the row with our key, not on another unique index's row.
+func mine(b *dialect.Builder) {
+	t := b.Table
+	for i, pos := range t.Key {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		b.Ident(t.Columns[pos])
+		b.WriteString(" <=> VALUES(")
+		b.Ident(t.Columns[pos])
+		b.WriteString(")")
 	}
-	return s
+}
+
+// writeMarkerAndUpdates writes the ON DUPLICATE KEY UPDATE list: the marker
+// assignment (a no-op on the first key column), then the guarded updates.
+func writeMarkerAndUpdates(b *dialect.Builder, t *dialect.Table, s *dialect.Shape) {
+	k := t.Columns[t.Key[0]]
+	b.Ident(k)
+	b.WriteString(" = IF(LAST_INSERT_ID(IF(")
+	mine(b)
+	b.WriteString(", 0, 2)), ")
+	b.Ident(k)
+	b.WriteString(", ")
+	b.Ident(k)
+	b.WriteString("), ")
+	var guard func(*dialect.Builder)
+	if len(t.OtherUnique) > 0 {
+		guard = mine
+	}
+	b.Assignments(s.Updates, guard)
 }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
@@ -457,7 +459,10 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 
 // OtherUniqueError reports an upsert whose row collided on a unique index
 // other than the key; the row it collided with was left unchanged.
-type OtherUniqueError struct{ Indexes []string }
+type OtherUniqueError struct {
+	Indexes []string
+	Row     int // in a batch, the row's position in its chunk
+}
 
 func (e *OtherUniqueError) Error() string {
 	return "duplicate on another unique index (" + strings.Join(e.Indexes, ", ") + "); the existing row was left unchanged"

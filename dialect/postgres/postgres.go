@@ -232,7 +232,7 @@ type plan struct {
 // row, and a separate find, with a new snapshot under READ COMMITTED, sees it.
 func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
 	p := &plan{}
-	all := seq(len(t.Columns))
+	all := dialect.Seq(len(t.Columns))
 	table := quote(t.Name)
 
 	b := dialect.NewBuilder(&syntax, t)
@@ -296,14 +296,6 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		p.upsert = b.Stmt()
 	}
 	return p, nil
-}
-
-func seq(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
-	}
-	return s
 }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {

@@ -256,7 +256,7 @@ type plan struct {
 // and inserts only when it touched nothing.
 func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
 	p := &plan{}
-	cols := func(b *dialect.Builder) { b.List("", t.Columns, seq(len(t.Columns))) }
+	cols := func(b *dialect.Builder) { b.List("", t.Columns, dialect.Seq(len(t.Columns))) }
 
 	b := dialect.NewBuilder(&syntax, t)
 	b.WriteString("SELECT ")
@@ -292,14 +292,6 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 		p.update = b.Stmt()
 	}
 	return p, nil
-}
-
-func seq(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
-	}
-	return s
 }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {

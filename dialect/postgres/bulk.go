@@ -1,0 +1,203 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/getorcreate/getorcreate/dialect"
+)
+
+var _ dialect.BulkCompiler = pgDialect{}
+
+type bulkPlan struct {
+	t      *dialect.Table
+	s      *dialect.Shape
+	single dialect.Plan
+	fused  sync.Map // rows -> dialect.Stmt
+	upsert dialect.Stmt
+}
+
+// CompileBulk builds, for n rows:
+//
+//	WITH v (ord, c0, ...) AS (VALUES (0, $1::type, ...), (1, ...)),
+//	     s AS (SELECT v.ord, t.cols FROM v JOIN tbl t ON t.key = v.key),
+//	     i AS (INSERT INTO tbl (...) SELECT ... FROM v WHERE v.ord NOT IN (SELECT ord FROM s)
+//	           ORDER BY v.ord ON CONFLICT (key) DO NOTHING RETURNING cols)
+//	SELECT s.ord, s.cols, false FROM s UNION ALL SELECT v.ord, i.cols, true FROM i JOIN v ON i.key = v.key
+//
+// and for updates:
+//
+//	WITH v (...) AS (VALUES ...), u AS (INSERT INTO tbl AS t (...) SELECT ... FROM v ORDER BY v.ord
+//	     ON CONFLICT (key) DO UPDATE SET ... RETURNING t.cols, t.xmax = 0)
+//	SELECT v.ord, u.* FROM u JOIN v ON u.key = v.key
+//
+// Rows are inserted in ord order, which the caller sorted by key, so two
+// batches lock their keys in the same order and cannot deadlock (PG-15).
+// Matching results to inputs is a join on the key, so it is the database's
+// equality, not Go's, that decides.
+func (d pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect.Features, n int) (dialect.BulkPlan, error) {
+	single, err := d.Compile(t, s, f)
+	if err != nil {
+		return nil, err
+	}
+	p := &bulkPlan{t: t, s: s, single: single}
+	p.fused.Store(n, p.buildFused(n))
+	if len(s.Updates) > 0 {
+		p.upsert = p.buildUpsert(n)
+	}
+	return p, nil
+}
+
+func vcol(i int) string { return "c" + strconv.Itoa(i) }
+
+// values writes "v (ord, c0, ...) AS (VALUES (...), ...)".
+func (p *bulkPlan) values(b *dialect.Builder, n int) {
+	t, s := p.t, p.s
+	b.WriteString("v (ord")
+	for _, pos := range s.Insert {
+		b.WriteString(", " + vcol(pos))
+	}
+	b.WriteString(") AS (VALUES ")
+	for j := range n {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + strconv.Itoa(j))
+		for _, pos := range s.Insert {
+			b.WriteString(", ")
+			b.RowValue(j, pos)
+			b.WriteString("::" + t.Schema.Column(t.Columns[pos]).Type)
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(")")
+}
+
+// keyJoin writes "l.k = v.ck AND ...".
+func (p *bulkPlan) keyJoin(b *dialect.Builder, l string) {
+	for i, pos := range p.t.Key {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(l + ".")
+		b.Ident(p.t.Columns[pos])
+		if c := p.t.Schema.Column(p.t.Columns[pos]); c.Nullable && p.t.Arbiter.NullsNotDistinct {
+			b.WriteString(" IS NOT DISTINCT FROM ")
+		} else {
+			b.WriteString(" = ")
+		}
+		b.WriteString("v." + vcol(pos))
+	}
+}
+
+func (p *bulkPlan) buildFused(n int) dialect.Stmt {
+	t, s := p.t, p.s
+	all := dialect.Seq(len(t.Columns))
+	table := quote(t.Name)
+	b := dialect.NewBuilder(&syntax, t)
+	b.WriteString("WITH ")
+	p.values(b, n)
+	b.WriteString(", s AS (SELECT v.ord, ")
+	b.List("t.", t.Columns, all)
+	b.WriteString(" FROM v JOIN " + table + " t ON ")
+	p.keyJoin(b, "t")
+	b.WriteString("), i AS (INSERT INTO " + table + " (")
+	b.List("", t.Columns, s.Insert)
+	b.WriteString(") SELECT ")
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("v." + vcol(pos))
+	}
+	b.WriteString(" FROM v WHERE v.ord NOT IN (SELECT ord FROM s) ORDER BY v.ord ON CONFLICT (")
+	b.List("", t.Columns, t.Key)
+	b.WriteString(") DO NOTHING RETURNING ")
+	b.List("", t.Columns, all)
+	b.WriteString(") SELECT s.ord, ")
+	b.List("s.", t.Columns, all)
+	b.WriteString(", false FROM s UNION ALL SELECT v.ord, ")
+	b.List("i.", t.Columns, all)
+	b.WriteString(", true FROM i JOIN v ON ")
+	p.keyJoin(b, "i")
+	return b.Stmt()
+}
+
+func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
+	t, s := p.t, p.s
+	all := dialect.Seq(len(t.Columns))
+	b := dialect.NewBuilder(&syntax, t)
+	b.WriteString("WITH ")
+	p.values(b, n)
+	b.WriteString(", u AS (INSERT INTO " + quote(t.Name) + " AS " + alias + " (")
+	b.List("", t.Columns, s.Insert)
+	b.WriteString(") SELECT ")
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("v." + vcol(pos))
+	}
+	b.WriteString(" FROM v ORDER BY v.ord ON CONFLICT (")
+	b.List("", t.Columns, t.Key)
+	b.WriteString(") DO UPDATE SET ")
+	b.Assignments(s.Updates, nil)
+	b.WriteString(" RETURNING ")
+	b.List(alias+".", t.Columns, all)
+	b.WriteString(", " + alias + ".xmax = 0 AS goc_created) SELECT v.ord, ")
+	b.List("u.", t.Columns, all)
+	b.WriteString(", u.goc_created FROM u JOIN v ON ")
+	p.keyJoin(b, "u")
+	return b.Stmt()
+}
+
+func (p *bulkPlan) fusedFor(n int) dialect.Stmt {
+	if st, ok := p.fused.Load(n); ok {
+		return st.(dialect.Stmt)
+	}
+	st := p.buildFused(n)
+	p.fused.Store(n, st)
+	return st
+}
+
+// GetOrCreateMany runs the fused statement; rows it did not return lost a
+// race to a transaction that committed after its snapshot, and go round
+// again (a new statement, a new snapshot under READ COMMITTED).
+func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
+	rows := b.Rows
+	idx := dialect.Seq(len(rows))
+	for range dialect.LostRaceTries {
+		st := p.fusedFor(len(rows))
+		seen, err := dialect.ScanBatch(ctx, q, st.SQL, st.BatchArgs(rows, nil), rows,
+			func(ord int) []any { return []any{&b.Created[idx[ord]]} })
+		if err != nil {
+			return err
+		}
+		miss := dialect.Missing(rows, seen)
+		if len(miss) == 0 {
+			return nil
+		}
+		next := make([]*dialect.Call, len(miss))
+		nidx := make([]int, len(miss))
+		for k, m := range miss {
+			next[k], nidx[k] = rows[m], idx[m]
+		}
+		rows, idx = next, nidx
+	}
+	return dialect.ErrLostRace
+}
+
+// UpdateOrCreateMany is one statement per chunk.
+func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
+	seen, err := dialect.ScanBatch(ctx, q, p.upsert.SQL, p.upsert.BatchArgs(b.Rows, b.UpdateArgs), b.Rows,
+		func(ord int) []any { return []any{&b.Created[ord]} })
+	if err != nil {
+		return err
+	}
+	if len(dialect.Missing(b.Rows, seen)) > 0 {
+		return errors.New("bulk upsert did not return every row")
+	}
+	return nil
+}
