@@ -3,7 +3,6 @@ package getorcreate
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"fmt"
 	"reflect"
@@ -128,15 +127,7 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 		_, attempts, err = t.run(ctx, op, true, func() (bool, error) { return runAll(q, true) })
 	} else {
 		_, attempts, err = t.run(ctx, op, false, func() (bool, error) {
-			tx, err := t.beg.Begin(ctx, sql.LevelDefault)
-			if err != nil {
-				return false, err
-			}
-			if _, err := runAll(tx, true); err != nil {
-				_ = tx.Rollback(ctx)
-				return false, err
-			}
-			return true, tx.Commit(ctx)
+			return t.inOwnTx(ctx, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
 		})
 	}
 	if err != nil {

@@ -413,8 +413,28 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 		return res, err
 	}
 	c.UpdateArgs = bindArgs(ups, nil)
-	res.Created, res.Attempts, err = t.run(ctx, op, inTx, func() (bool, error) { return plan.UpdateOrCreate(ctx, q, c) })
+	fn := func() (bool, error) { return plan.UpdateOrCreate(ctx, q, c) }
+	if !inTx && t.feat.UpdateNeedsTx {
+		fn = func() (bool, error) {
+			return t.inOwnTx(ctx, func(tx dialect.Tx) (bool, error) { return plan.UpdateOrCreate(ctx, tx, c) })
+		}
+	}
+	res.Created, res.Attempts, err = t.run(ctx, op, inTx, fn)
 	return res, err
+}
+
+// inOwnTx runs fn in a transaction of the library's own and commits it.
+func (t *tableCore) inOwnTx(ctx context.Context, fn func(tx dialect.Tx) (bool, error)) (bool, error) {
+	tx, err := t.beg.Begin(ctx, sql.LevelDefault)
+	if err != nil {
+		return false, err
+	}
+	ok, err := fn(tx)
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return false, err
+	}
+	return ok, tx.Commit(ctx)
 }
 
 // run runs fn, retrying retryable failures when the library owns the

@@ -175,6 +175,10 @@ type Features struct {
 	NullsNotDistinct  bool // PostgreSQL 15+
 	Savepoints        bool
 	MaxParams         int // bound parameters per statement
+	// UpdateNeedsTx: the UpdateOrCreate plan issues more than one
+	// statement whose results must agree (MySQL without RETURNING), so the
+	// library runs it in a transaction of its own when the caller has none.
+	UpdateNeedsTx bool
 	LockingReadSuffix string
 }
 
