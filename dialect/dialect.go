@@ -169,16 +169,16 @@ type Plan interface {
 
 // Features are what a database (at its detected version) can do.
 type Features struct {
-	Returning         bool // INSERT ... RETURNING
-	UpsertReturning   bool // INSERT ... ON CONFLICT/ON DUPLICATE KEY ... RETURNING
-	OnConflict        bool // ON CONFLICT (PostgreSQL, SQLite)
-	NullsNotDistinct  bool // PostgreSQL 15+
-	Savepoints        bool
-	MaxParams         int // bound parameters per statement
+	Returning        bool // INSERT ... RETURNING
+	UpsertReturning  bool // INSERT ... ON CONFLICT/ON DUPLICATE KEY ... RETURNING
+	OnConflict       bool // ON CONFLICT (PostgreSQL, SQLite)
+	NullsNotDistinct bool // PostgreSQL 15+
+	Savepoints       bool
+	MaxParams        int // bound parameters per statement
 	// UpdateNeedsTx: the UpdateOrCreate plan issues more than one
 	// statement whose results must agree (MySQL without RETURNING), so the
 	// library runs it in a transaction of its own when the caller has none.
-	UpdateNeedsTx bool
+	UpdateNeedsTx     bool
 	LockingReadSuffix string
 }
 
