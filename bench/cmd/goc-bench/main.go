@@ -1,0 +1,114 @@
+// Command goc-bench runs the getorcreate benchmark against the floor, GORM
+// and a port of Django on SQLite, PostgreSQL and MariaDB, and writes a
+// Markdown table. See docs/BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/getorcreate/getorcreate/bench"
+)
+
+func main() {
+	dbs := flag.String("db", "sqlite,postgres,mysql", "databases to run, comma-separated")
+	workloads := flag.String("workload", strings.Join(bench.Workloads, ","), "workloads to run, comma-separated")
+	contenders := flag.String("contender", "", "contenders to run, comma-separated (default all; the floor is needed for ratios)")
+	workers := flag.String("workers", "1,8,32,64", "numbers of concurrent workers, comma-separated")
+	dur := flag.Duration("d", 2*time.Second, "duration of each cell, not counting a short warm-up")
+	rounds := flag.Int("rounds", 4, "rounds each cell is cut into; the contenders take turns within a round")
+	out := flag.String("o", "", "write the Markdown table to this file (default stdout)")
+	pg := flag.String("postgres", envOr("GETORCREATE_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL DSN")
+	my := flag.String("mysql", envOr("GETORCREATE_MYSQL", "mysql://root@127.0.0.1:3306/test"), "MariaDB/MySQL DSN")
+	sqlitePath := flag.String("sqlite", "", "SQLite file (default a fresh temporary file)")
+	flag.Parse()
+
+	cfg := bench.Config{
+		Workloads:  split(*workloads),
+		Contenders: split(*contenders),
+		Duration:   *dur,
+		Rounds:     *rounds,
+		Log:        os.Stderr,
+	}
+	for _, s := range split(*workers) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			fail(fmt.Errorf("bad -workers value %q", s))
+		}
+		cfg.Workers = append(cfg.Workers, n)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	var all []bench.Result
+	for _, kind := range split(*dbs) {
+		var d string
+		switch kind {
+		case "sqlite":
+			d = *sqlitePath
+			if d == "" {
+				dir, err := os.MkdirTemp("", "goc-bench")
+				if err != nil {
+					fail(err)
+				}
+				defer os.RemoveAll(dir)
+				d = filepath.Join(dir, "bench.db")
+			}
+			d = "sqlite:" + d
+		case "postgres":
+			d = *pg
+		case "mysql", "mariadb":
+			d = *my
+		default:
+			fail(fmt.Errorf("unknown database %q", kind))
+		}
+		e, err := bench.OpenEnv(ctx, d)
+		if err != nil {
+			fail(err)
+		}
+		rs, err := bench.Run(ctx, e, cfg)
+		e.Close()
+		all = append(all, rs...)
+		if err != nil {
+			fail(err)
+		}
+	}
+	w := os.Stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			fail(err)
+		}
+		defer f.Close()
+		w = f
+	}
+	fmt.Fprintf(w, "Run %s UTC, %s, %d cells of %s each, %s in all.\n\n", start.UTC().Format("2006-01-02 15:04"), "goc-bench "+strings.Join(os.Args[1:], " "), len(all), *dur, time.Since(start).Round(time.Second))
+	bench.WriteMarkdown(w, all)
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "goc-bench:", err)
+	os.Exit(1)
+}

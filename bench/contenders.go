@@ -1,0 +1,171 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/getorcreate/getorcreate"
+)
+
+// Outcome is what one call tells its caller beyond the row.
+type Outcome struct {
+	Created bool // the call says it inserted the row
+	Known   bool // the contender can tell whether it inserted the row
+}
+
+// OpFunc is one call of a contender on one key.
+type OpFunc func(ctx context.Context, key string) (Outcome, error)
+
+// Ops are a contender's calls for the workloads: Existing for keys that all
+// exist, New for keys that are all new, Update for count = count + 1.
+type Ops struct {
+	Existing, New, Update OpFunc
+}
+
+// Env is one database under benchmark, shared by every contender.
+type Env struct {
+	Kind string // "sqlite", "postgres" or "mysql"
+	DB   *sql.DB
+	Gorm *gorm.DB
+}
+
+// Contender is one way of doing get-or-create and update-or-create.
+type Contender struct {
+	Name string
+	Note string // one line for the report
+	// Open prepares the contender's calls on a table.
+	Open func(ctx context.Context, e *Env, table string) (Ops, error)
+	// Kinds limits the contender to some databases; nil means all.
+	Kinds []string
+}
+
+// Contenders lists every contender, the floor first.
+func Contenders() []Contender {
+	cs := []Contender{
+		{Name: "floor", Note: "plain SELECT / plain INSERT ... RETURNING / one raw upsert ... RETURNING on the same driver and pool: the cost floor, neither race-safe nor aware of what it created", Open: openFloor},
+		{Name: "getorcreate", Note: "this library: Table.GetOrCreate and Table.UpdateOrCreate(row, getorcreate.Add(\"count\", 1))", Open: openGOC},
+		{Name: "gorm-firstorcreate", Note: "GORM Where(row).FirstOrCreate; for update-or-create Attrs(count=1).FirstOrCreate, then UpdateColumn(count+1) when it found the row", Open: openGormFOC},
+		{Name: "gorm-onconflict", Note: "GORM Clauses(clause.OnConflict{...}).Create: DoNothing then First when nothing was inserted; DoUpdates count = count + 1 (GORM returns only the id, not the stored count)", Open: openGormOC},
+		{Name: "django", Note: "a Go port of Django's QuerySet.get_or_create / update_or_create (get; create inside atomic(); on IntegrityError get again; update_or_create under select_for_update in a transaction)", Open: openDjango},
+	}
+	return append(cs, extraContenders...)
+}
+
+// extraContenders are added by files built only when their dependencies
+// exist (the pgx adapter).
+var extraContenders []Contender
+
+// floor: the SQL a careful engineer would write by hand, one statement per
+// call, with no created flag and no race handling.
+func openFloor(ctx context.Context, e *Env, table string) (Ops, error) {
+	db := e.DB
+	sel := rebind(db, "SELECT id, name, count FROM "+table+" WHERE name = ?")
+	ins := rebind(db, "INSERT INTO "+table+" (name) VALUES (?) RETURNING id, name, count")
+	var ups string
+	switch e.Kind {
+	case "mysql":
+		ups = "INSERT INTO " + table + " (name, count) VALUES (?, 1) ON DUPLICATE KEY UPDATE count = count + 1 RETURNING id, name, count"
+	case "postgres":
+		ups = "INSERT INTO " + table + " AS t (name, count) VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET count = t.count + 1 RETURNING id, name, count"
+	default:
+		ups = "INSERT INTO " + table + " (name, count) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET count = count + 1 RETURNING id, name, count"
+	}
+	one := func(q string, created, known bool) OpFunc {
+		return func(ctx context.Context, key string) (Outcome, error) {
+			var r Row
+			err := db.QueryRowContext(ctx, q, key).Scan(&r.ID, &r.Name, &r.Count)
+			return Outcome{Created: created, Known: known}, err
+		}
+	}
+	return Ops{Existing: one(sel, false, true), New: one(ins, true, true), Update: one(ups, false, false)}, nil
+}
+
+func openGOC(ctx context.Context, e *Env, table string) (Ops, error) {
+	t, err := getorcreate.Open[Row](ctx, e.DB, table, "name")
+	if err != nil {
+		return Ops{}, err
+	}
+	return gocOps(t), nil
+}
+
+func gocOps(t *getorcreate.Table[Row]) Ops {
+	get := func(ctx context.Context, key string) (Outcome, error) {
+		res, err := t.GetOrCreate(ctx, Row{Name: key})
+		if err == nil && (res.Row.ID == 0 || res.Row.Name != key) {
+			err = fmt.Errorf("GetOrCreate(%q) returned row %+v", key, res.Row)
+		}
+		return Outcome{Created: res.Created, Known: true}, err
+	}
+	add := getorcreate.Add("count", 1)
+	upd := func(ctx context.Context, key string) (Outcome, error) {
+		res, err := t.UpdateOrCreate(ctx, Row{Name: key, Count: 1}, add)
+		if err == nil && (res.Row.ID == 0 || res.Row.Count < 1) {
+			err = fmt.Errorf("UpdateOrCreate(%q) returned row %+v", key, res.Row)
+		}
+		return Outcome{Created: res.Created, Known: true}, err
+	}
+	return Ops{Existing: get, New: get, Update: upd}
+}
+
+// gorm-firstorcreate: the call GORM's documentation gives for get-or-create.
+func openGormFOC(ctx context.Context, e *Env, table string) (Ops, error) {
+	g := e.Gorm
+	get := func(ctx context.Context, key string) (Outcome, error) {
+		var r Row
+		tx := g.WithContext(ctx).Table(table).Where(Row{Name: key}).FirstOrCreate(&r)
+		return Outcome{Created: tx.RowsAffected == 1, Known: true}, tx.Error
+	}
+	upd := func(ctx context.Context, key string) (Outcome, error) {
+		var r Row
+		tx := g.WithContext(ctx).Table(table).Where(Row{Name: key}).Attrs(Row{Count: 1}).FirstOrCreate(&r)
+		if tx.Error != nil {
+			return Outcome{Known: true}, tx.Error
+		}
+		if tx.RowsAffected == 1 {
+			return Outcome{Created: true, Known: true}, nil
+		}
+		err := g.WithContext(ctx).Table(table).Where("id = ?", r.ID).UpdateColumn("count", gorm.Expr("count + ?", 1)).Error
+		return Outcome{Known: true}, err
+	}
+	return Ops{Existing: get, New: get, Update: upd}, nil
+}
+
+// gorm-onconflict: GORM's upsert clause.
+func openGormOC(ctx context.Context, e *Env, table string) (Ops, error) {
+	g := e.Gorm
+	get := func(ctx context.Context, key string) (Outcome, error) {
+		r := Row{Name: key}
+		tx := g.WithContext(ctx).Table(table).Clauses(clause.OnConflict{DoNothing: true}).Create(&r)
+		if tx.Error != nil {
+			return Outcome{Known: true}, tx.Error
+		}
+		if tx.RowsAffected == 1 {
+			return Outcome{Created: true, Known: true}, nil
+		}
+		r = Row{}
+		err := g.WithContext(ctx).Table(table).Where("name = ?", key).First(&r).Error
+		return Outcome{Known: true}, err
+	}
+	inc := "count + 1"
+	if e.Kind == "postgres" {
+		inc = table + ".count + 1"
+	}
+	oc := clause.OnConflict{
+		Columns:   []clause.Column{{Name: "name"}},
+		DoUpdates: clause.Assignments(map[string]any{"count": gorm.Expr(inc)}),
+	}
+	upd := func(ctx context.Context, key string) (Outcome, error) {
+		r := Row{Name: key, Count: 1}
+		err := g.WithContext(ctx).Table(table).Clauses(oc).Create(&r).Error
+		if err == nil && r.ID == 0 && e.Kind != "mysql" {
+			err = errors.New("upsert returned no id")
+		}
+		return Outcome{}, err
+	}
+	return Ops{Existing: get, New: get, Update: upd}, nil
+}
