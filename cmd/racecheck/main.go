@@ -196,5 +196,34 @@ func clearProgress(stdout, stderr io.Writer) {
 }
 
 func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return fail(stderr, errors.New("doctor: not yet"))
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	var db, table, key string
+	var asJSON bool
+	fs.StringVar(&db, "db", "", "database DSN")
+	fs.StringVar(&table, "table", "", "table to inspect")
+	fs.StringVar(&key, "key", "", "comma-separated key columns")
+	fs.BoolVar(&asJSON, "json", false, "print the findings as one JSON object")
+	if code, ok := parse(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	var cols []string
+	if key != "" {
+		cols = strings.Split(key, ",")
+	}
+	d, err := racecheck.Doctor(ctx, db, table, cols)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if asJSON {
+		err = racecheck.WriteDiagnosisJSON(stdout, d)
+	} else {
+		err = racecheck.WriteDiagnosis(stdout, d)
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if !d.Safe() {
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,450 @@
+package racecheck
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/getorcreate/getorcreate/dialect"
+)
+
+// Severity grades a doctor finding.
+type Severity string
+
+// The severities, from harmless to unsafe. Only Unsafe makes Doctor's
+// verdict fail: it means concurrent get-or-create can create duplicates.
+const (
+	OK     Severity = "ok"
+	Info   Severity = "info"
+	Warn   Severity = "warn"
+	Unsafe Severity = "unsafe"
+)
+
+// Finding is one thing doctor found, and what to do about it.
+type Finding struct {
+	Severity Severity `json:"severity"`
+	Topic    string   `json:"topic"`
+	Message  string   `json:"message"`
+	Fix      string   `json:"fix,omitempty"`
+}
+
+// Diagnosis is what Doctor found about one table and key.
+type Diagnosis struct {
+	DB       string    `json:"db"`
+	Version  string    `json:"version"`
+	Table    string    `json:"table"`
+	Key      []string  `json:"key"`
+	Findings []Finding `json:"findings"`
+}
+
+// Safe reports whether no finding is Unsafe.
+func (d *Diagnosis) Safe() bool {
+	return !slices.ContainsFunc(d.Findings, func(f Finding) bool { return f.Severity == Unsafe })
+}
+
+func (d *Diagnosis) add(s Severity, topic, msg, fix string) {
+	d.Findings = append(d.Findings, Finding{Severity: s, Topic: topic, Message: msg, Fix: fix})
+}
+
+// querier adapts *sql.DB to dialect.Querier, for the dialects' Inspect.
+type querier struct{ db *sql.DB }
+
+func (q querier) Query(ctx context.Context, s string, args ...any) (dialect.Rows, error) {
+	r, err := q.db.QueryContext(ctx, s, args...)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (q querier) Exec(ctx context.Context, s string, args ...any) (dialect.Result, error) {
+	return q.db.ExecContext(ctx, s, args...)
+}
+
+// Doctor inspects table on the database at dsnStr, read-only, and says
+// whether get-or-create on key is safe there: the unique index that must
+// cover exactly the key (with the DDL that adds it), nullable key columns,
+// other unique indexes, the key's collation, the default isolation level,
+// the server's features, and triggers. A bad DSN, an unreachable server, a
+// missing table or key column is a *UsageError.
+func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis, error) {
+	if table == "" {
+		return nil, usagef("doctor needs --table")
+	}
+	if len(key) == 0 || slices.Contains(key, "") {
+		return nil, usagef("doctor needs --key col[,col...]")
+	}
+	x, err := openDatabase(ctx, dsnStr)
+	if err != nil {
+		return nil, err
+	}
+	defer x.db.Close()
+	schema, feat, err := x.d.Inspect(ctx, querier{x.db}, table)
+	if errors.Is(err, dialect.ErrNoTable) {
+		return nil, usagef("table %s does not exist", table)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inspecting table %s: %w", table, err)
+	}
+	diag := &Diagnosis{DB: x.name, Version: schema.Version, Table: table, Key: key}
+	var cols []*dialect.Column
+	for _, k := range key {
+		c := schema.Column(k)
+		if c == nil {
+			var names []string
+			for _, c := range schema.Columns {
+				names = append(names, c.Name)
+			}
+			return nil, usagef("column %q does not exist in table %s (it has %s)", k, table, strings.Join(names, ", "))
+		}
+		cols = append(cols, c)
+	}
+	arbiter := diagnoseUnique(ctx, x, schema, diag)
+	diagnoseNulls(x, schema, cols, arbiter, diag)
+	diagnoseOtherUnique(x, schema, arbiter, diag)
+	if err := diagnoseCollation(ctx, x, cols, diag); err != nil {
+		return nil, err
+	}
+	if err := diagnoseIsolation(ctx, x, diag); err != nil {
+		return nil, err
+	}
+	diagnoseServer(x, schema, feat, diag)
+	if len(schema.Triggers) > 0 {
+		diag.add(Warn, "triggers", fmt.Sprintf("table has triggers (%s). An upsert fires insert triggers on its insert attempt: on PostgreSQL BEFORE INSERT triggers run even when ON CONFLICT then updates or does nothing, on MySQL/MariaDB BEFORE INSERT runs before the duplicate is found. A trigger that counts or logs inserts will count attempts, not rows.",
+			strings.Join(schema.Triggers, ", ")), "make insert triggers idempotent, or move their work to AFTER INSERT")
+	} else {
+		diag.add(OK, "triggers", "no triggers on the table", "")
+	}
+	return diag, nil
+}
+
+// diagnoseUnique finds the index that makes get-or-create safe: a PRIMARY
+// KEY or UNIQUE index, not partial, not deferrable, on exactly the key's
+// columns. It returns it, or nil after an Unsafe finding.
+func diagnoseUnique(ctx context.Context, x *database, s *dialect.Schema, diag *Diagnosis) *dialect.Index {
+	key := diag.Key
+	var notes []string
+	for i := range s.Unique {
+		ix := &s.Unique[i]
+		same := sameColumns(ix.Columns, key)
+		switch {
+		case same && !ix.Partial && !ix.Deferrable && !ix.Expression:
+			what := "UNIQUE index"
+			if ix.Primary {
+				what = "PRIMARY KEY"
+			}
+			diag.add(OK, "unique", fmt.Sprintf("%s %s covers exactly (%s): the database keeps one row per key, whatever the concurrency", what, ix.Name, strings.Join(key, ", ")), "")
+			return ix
+		case same && ix.Partial:
+			notes = append(notes, fmt.Sprintf("%s is partial (WHERE ...): it does not cover rows outside its predicate, and ON CONFLICT infers it only with the same predicate", ix.Name))
+		case same && ix.Deferrable:
+			notes = append(notes, fmt.Sprintf("%s is DEFERRABLE: checked at commit, so it cannot arbitrate ON CONFLICT", ix.Name))
+		case ix.Expression:
+			notes = append(notes, fmt.Sprintf("%s is on expressions (or a column prefix), not the plain key columns", ix.Name))
+		case len(ix.Columns) > 0 && isSubset(key, ix.Columns):
+			notes = append(notes, fmt.Sprintf("%s (%s) has more columns than the key, so two rows with the same key can differ elsewhere", ix.Name, strings.Join(ix.Columns, ", ")))
+		case len(ix.Columns) > 0 && isSubset(ix.Columns, key):
+			notes = append(notes, fmt.Sprintf("%s (%s) covers only part of the key: stricter than the key, so get-or-create would conflict on it", ix.Name, strings.Join(ix.Columns, ", ")))
+		}
+	}
+	msg := fmt.Sprintf("no PRIMARY KEY or UNIQUE index covers exactly (%s): concurrent get-or-create can insert duplicate rows, and getorcreate.Open refuses the table", strings.Join(key, ", "))
+	if len(notes) > 0 {
+		msg += "; near misses: " + strings.Join(notes, "; ")
+	}
+	fix := x.d.CreateIndexDDL(s.Table, key) + ";"
+	if n, err := existingDuplicates(ctx, x, s.Table, key); err == nil && n > 0 {
+		fix = fmt.Sprintf("%d key(s) already have several rows; merge or delete them first, then: %s", n, fix)
+	}
+	diag.add(Unsafe, "unique", msg, fix)
+	return nil
+}
+
+// existingDuplicates counts the keys that already have more than one row:
+// the unique index cannot be created until they are merged.
+func existingDuplicates(ctx context.Context, x *database, table string, key []string) (int64, error) {
+	q := make([]string, len(key))
+	for i, k := range key {
+		q[i] = x.d.Quote(k)
+	}
+	cols := strings.Join(q, ", ")
+	var n int64
+	err := x.db.QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(*) FROM (SELECT %s FROM %s GROUP BY %s HAVING COUNT(*) > 1) dups", cols, x.d.Quote(table), cols)).Scan(&n)
+	return n, err
+}
+
+func diagnoseNulls(x *database, s *dialect.Schema, cols []*dialect.Column, arbiter *dialect.Index, diag *Diagnosis) {
+	nullable := false
+	for _, c := range cols {
+		if !c.Nullable {
+			continue
+		}
+		nullable = true
+		if arbiter != nil && arbiter.NullsNotDistinct {
+			diag.add(OK, "nulls", fmt.Sprintf("key column %s is nullable, and %s is NULLS NOT DISTINCT: a NULL key is one key like any other", c.Name, arbiter.Name), "")
+			continue
+		}
+		fix := notNullDDL(x, s.Table, c)
+		if x.kind == "postgres" {
+			fix += fmt.Sprintf(" -- or, on PostgreSQL 15+, make the unique index NULLS NOT DISTINCT: CREATE UNIQUE INDEX ... ON %s (%s) NULLS NOT DISTINCT", x.d.Quote(s.Table), strings.Join(quoteAll(x.d, diag.Key), ", "))
+		}
+		diag.add(Warn, "nulls", fmt.Sprintf("key column %s is nullable, and the unique index treats NULLs as distinct: rows with a NULL %s never conflict, so every naive get-or-create with a NULL key inserts another row (getorcreate refuses NULL keys with ErrNullKey)", c.Name, c.Name), fix)
+	}
+	if !nullable {
+		diag.add(OK, "nulls", "every key column is NOT NULL", "")
+	}
+}
+
+// generatedOnly reports whether ix is on database-generated columns only
+// (a serial or auto-increment id): inserts never give them, so they never
+// conflict.
+func generatedOnly(s *dialect.Schema, ix dialect.Index) bool {
+	if len(ix.Columns) == 0 {
+		return false
+	}
+	for _, name := range ix.Columns {
+		if c := s.Column(name); c == nil || !c.Identity {
+			return false
+		}
+	}
+	return true
+}
+
+func notNullDDL(x *database, table string, c *dialect.Column) string {
+	switch x.kind {
+	case "postgres":
+		return fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL;", x.d.Quote(table), x.d.Quote(c.Name))
+	case "mysql":
+		return fmt.Sprintf("ALTER TABLE %s MODIFY %s %s NOT NULL;", x.d.Quote(table), x.d.Quote(c.Name), c.Type)
+	}
+	return fmt.Sprintf("SQLite cannot add NOT NULL to a column: rebuild %s with %s NOT NULL (https://sqlite.org/lang_altertable.html#otheralter)", table, c.Name)
+}
+
+func diagnoseOtherUnique(x *database, s *dialect.Schema, arbiter *dialect.Index, diag *Diagnosis) {
+	var others []string
+	for _, ix := range s.Unique {
+		if arbiter != nil && ix.Name == arbiter.Name || generatedOnly(s, ix) {
+			continue
+		}
+		others = append(others, ix.Name)
+	}
+	switch {
+	case len(others) == 0:
+		diag.add(OK, "other-unique", "no other unique index", "")
+	case x.kind == "mysql":
+		diag.add(Warn, "other-unique", fmt.Sprintf("other unique indexes: %s. On MySQL/MariaDB, INSERT ... ON DUPLICATE KEY UPDATE fires on a conflict in ANY unique index and then updates one matching row, perhaps not the row with your key (the manual advises against it on tables with several unique indexes). getorcreate detects a conflict on another index and returns ErrConflict instead; naive code gets a duplicate-key error it may mistake for a lost race on the key.", strings.Join(others, ", ")),
+			"if the other index is not a business rule, drop it; else expect ErrConflict and handle it")
+	default:
+		diag.add(Info, "other-unique", fmt.Sprintf("other unique indexes: %s. An insert that conflicts on one of them is a real error, not a lost race on the key: getorcreate returns ErrConflict naming it (ON CONFLICT on the key does not cover them).", strings.Join(others, ", ")), "")
+	}
+}
+
+// identRE is what a collation or character set name from the catalog must
+// look like before racecheck puts it in a probe's SQL text.
+var identRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]+$`)
+
+// diagnoseCollation asks the database itself whether the key's collation
+// makes "Go", "go", "go " or "é"/"e" one key: the database decides key
+// equality, not Go's ==. Probing works on every version, where catalogs
+// differ (MariaDB 10.11's information_schema.COLLATIONS has no
+// PAD_ATTRIBUTE column, for one).
+func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column, diag *Diagnosis) error {
+	for _, c := range cols {
+		if !isText(c) {
+			continue
+		}
+		coll := c.Collation
+		if coll == "" {
+			switch x.kind {
+			case "sqlite":
+				coll = "BINARY"
+			case "postgres":
+				coll = "default"
+			default:
+				continue
+			}
+		}
+		if !identRE.MatchString(coll) {
+			diag.add(Info, "collation", fmt.Sprintf("key column %s has collation %q, which doctor does not probe", c.Name, coll), "")
+			continue
+		}
+		probe, err := collationProbe(ctx, x, coll)
+		if err != nil {
+			return fmt.Errorf("probing collation %s: %w", coll, err)
+		}
+		var same []string
+		for _, p := range []struct{ a, b, what string }{
+			{"Go", "go", "case-insensitive"},
+			{"go", "go ", "PAD SPACE: trailing spaces ignored"},
+			{"é", "e", "accent-insensitive"},
+		} {
+			eq, err := probe(p.a, p.b)
+			if err != nil {
+				return fmt.Errorf("probing collation %s: %w", coll, err)
+			}
+			if eq {
+				same = append(same, fmt.Sprintf("%q = %q (%s)", p.a, p.b, p.what))
+			}
+		}
+		if len(same) == 0 {
+			diag.add(OK, "collation", fmt.Sprintf("key column %s, collation %s: \"Go\", \"go\", \"go \" and \"é\"/\"e\" are all different keys, as in Go", c.Name, coll), "")
+			continue
+		}
+		fix := "normalize keys the same way before using them as Go map or cache keys, or give the column a binary collation"
+		switch x.kind {
+		case "mysql":
+			null := " NOT NULL"
+			if c.Nullable {
+				null = ""
+			}
+			fix = fmt.Sprintf("ALTER TABLE %s MODIFY %s %s COLLATE utf8mb4_bin%s; (or a *_nopad_bin collation to make trailing spaces count) -- or %s", x.d.Quote(diag.Table), x.d.Quote(c.Name), c.Type, null, fix)
+		}
+		diag.add(Warn, "collation", fmt.Sprintf("key column %s, collation %s: %s. These are one key to the database: get-or-create returns the stored spelling, and a cache or map keyed by the raw Go string disagrees with it", c.Name, coll, strings.Join(same, ", ")), fix)
+	}
+	return nil
+}
+
+func isText(c *dialect.Column) bool {
+	t := strings.ToLower(c.Type)
+	return c.Collation != "" || strings.Contains(t, "char") || strings.Contains(t, "text") || strings.Contains(t, "clob") || t == "citext"
+}
+
+// collationProbe returns a function that compares two strings under coll,
+// in the database.
+func collationProbe(ctx context.Context, x *database, coll string) (func(a, b string) (bool, error), error) {
+	var q string
+	switch x.kind {
+	case "postgres":
+		q = fmt.Sprintf(`SELECT ($1::text COLLATE "%s") = $2::text`, coll)
+	case "sqlite":
+		q = fmt.Sprintf(`SELECT ? = ? COLLATE %s`, coll)
+	default:
+		var cs string
+		if err := x.db.QueryRowContext(ctx, "SELECT CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME = ?", coll).Scan(&cs); err != nil {
+			return nil, err
+		}
+		if !identRE.MatchString(cs) {
+			return nil, fmt.Errorf("unexpected character set name %q", cs)
+		}
+		q = fmt.Sprintf(`SELECT CONVERT(? USING %s) COLLATE %s = CONVERT(? USING %s)`, cs, coll, cs)
+	}
+	return func(a, b string) (bool, error) {
+		var eq bool
+		err := x.db.QueryRowContext(ctx, q, a, b).Scan(&eq)
+		return eq, err
+	}, nil
+}
+
+func diagnoseIsolation(ctx context.Context, x *database, diag *Diagnosis) error {
+	iso := x.iso
+	switch {
+	case x.kind == "sqlite":
+		diag.add(Info, "isolation", "SQLite has one writer at a time, so transactions are serializable. Our DSN opens them with BEGIN IMMEDIATE (_txlock=immediate), which takes the write lock first: naive-tx cannot race, but naive (SELECT and INSERT as separate statements) and read-modify-write outside a transaction still do, and a DEFERRED transaction that reads then writes gets SQLITE_BUSY instead of waiting.", "")
+	case x.kind == "postgres" && iso == "rc":
+		diag.add(Info, "isolation", "default isolation READ COMMITTED: naive and naive-tx leak duplicate-key errors; insert-catch (Django) holds; read-modify-write loses updates; getorcreate holds (ON CONFLICT with a retry loop).", "")
+	case x.kind == "postgres":
+		diag.add(Warn, "isolation", fmt.Sprintf("default isolation %s: inside a transaction whose snapshot predates the winner's commit, INSERT ... ON CONFLICT fails with 40001 and a plain SELECT cannot see the row, so insert-catch re-raises its duplicate-key error and naive code gets serialization failures. getorcreate returns a retryable error there: the whole transaction must be retried (getorcreate.RunTx).", longIso(iso)),
+			"retry whole transactions on 40001 (getorcreate.RunTx), or run request transactions at READ COMMITTED")
+	case iso == "rr":
+		diag.add(Warn, "isolation", "default isolation REPEATABLE READ (MySQL/MariaDB's default): after a duplicate-key error a plain SELECT reads the transaction's old snapshot and finds nothing (Django's docs: \"get_or_create() will raise an IntegrityError but the object won't appear in a subsequent get()\"), so insert-catch fails inside transactions; read-modify-write loses updates; naive code leaks duplicate-key errors. getorcreate reads the winner with a locking read and holds.",
+			"SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED (what Django does per connection), or use getorcreate")
+	case iso == "serializable":
+		diag.add(Info, "isolation", "default isolation SERIALIZABLE: plain SELECTs take shared locks, so racing get-or-creates deadlock (1213) instead of duplicating; retry whole transactions on deadlock.", "")
+	default:
+		diag.add(Info, "isolation", fmt.Sprintf("default isolation %s: naive code leaks duplicate-key errors, insert-catch holds, read-modify-write loses updates, getorcreate holds.", longIso(iso)), "")
+	}
+	if x.kind == "mysql" {
+		var mode string
+		if err := x.db.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&mode); err != nil {
+			return err
+		}
+		if !strings.Contains(mode, "STRICT_TRANS_TABLES") && !strings.Contains(mode, "STRICT_ALL_TABLES") {
+			diag.add(Warn, "sql-mode", fmt.Sprintf("sql_mode %q is not strict: an over-long key is truncated with a warning, so two different long keys can become one stored key", mode), "SET GLOBAL sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')")
+		}
+	}
+	return nil
+}
+
+func longIso(s string) string {
+	switch s {
+	case "rc":
+		return "READ COMMITTED"
+	case "rr":
+		return "REPEATABLE READ"
+	case "serializable":
+		return "SERIALIZABLE"
+	case "ru":
+		return "READ UNCOMMITTED"
+	}
+	return s
+}
+
+func diagnoseServer(x *database, s *dialect.Schema, f dialect.Features, diag *Diagnosis) {
+	yes := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	uses := map[string]string{
+		"postgres": "a fused SELECT + INSERT ... ON CONFLICT DO NOTHING RETURNING for get-or-create (and a fresh SELECT when it loses the race), INSERT ... ON CONFLICT DO UPDATE ... RETURNING for update-or-create",
+		"sqlite":   "INSERT ... ON CONFLICT ... RETURNING",
+		"mysql":    "INSERT (RETURNING on MariaDB) and, after a duplicate, a locking read (LOCK IN SHARE MODE) that sees the winner whatever the snapshot; INSERT ... ON DUPLICATE KEY UPDATE for update-or-create",
+	}[x.kind]
+	diag.add(Info, "server", fmt.Sprintf("%s %s: RETURNING %s, upsert RETURNING %s, ON CONFLICT %s, NULLS NOT DISTINCT %s; getorcreate uses %s",
+		x.name, s.Version, yes(f.Returning), yes(f.UpsertReturning), yes(f.OnConflict), yes(f.NullsNotDistinct), uses), "")
+}
+
+func sameColumns(a, b []string) bool {
+	return len(a) == len(b) && isSubset(a, b)
+}
+
+// isSubset reports whether every element of a is in b.
+func isSubset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return len(a) > 0
+}
+
+func quoteAll(d dialect.Dialect, names []string) []string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = d.Quote(n)
+	}
+	return q
+}
+
+// WriteDiagnosis writes the findings, one per paragraph, worst first.
+func WriteDiagnosis(w io.Writer, d *Diagnosis) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "racecheck doctor: %s %s, table %s, key (%s)\n\n", d.DB, d.Version, d.Table, strings.Join(d.Key, ", "))
+	order := map[Severity]int{Unsafe: 0, Warn: 1, Info: 2, OK: 3}
+	fs := slices.Clone(d.Findings)
+	slices.SortStableFunc(fs, func(a, b Finding) int { return order[a.Severity] - order[b.Severity] })
+	for _, f := range fs {
+		fmt.Fprintf(&b, "%-8s %-13s %s\n", "["+strings.ToUpper(string(f.Severity))+"]", f.Topic, f.Message)
+		if f.Fix != "" {
+			fmt.Fprintf(&b, "%-8s %-13s fix: %s\n", "", "", f.Fix)
+		}
+	}
+	if d.Safe() {
+		b.WriteString("\nverdict: nothing makes get-or-create unsafe on this table\n")
+	} else {
+		b.WriteString("\nverdict: UNSAFE: concurrent get-or-create can create duplicate rows; apply the fix above\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteDiagnosisJSON writes the diagnosis as one JSON object.
+func WriteDiagnosisJSON(w io.Writer, d *Diagnosis) error {
+	return json.NewEncoder(w).Encode(d)
+}
