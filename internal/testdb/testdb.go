@@ -99,13 +99,34 @@ func Pool(t testing.TB, s string) *sql.DB {
 	if db, ok := pools[s]; ok {
 		return db
 	}
+	db := open(t, s)
+	pools[s] = db
+	return db
+}
+
+// FreshPool opens a pool of its own on the DSN, closed when t ends.
+func FreshPool(t testing.TB, s string) *sql.DB {
+	t.Helper()
+	db := open(t, s)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// open opens a server pool small enough that the suites running in
+// parallel stay well under the servers' connection limits.
+func open(t testing.TB, s string) *sql.DB {
+	t.Helper()
 	db, _, err := dsn.Open(context.Background(), s)
 	if err != nil {
 		t.Fatalf("%v (is the server running? see README)", err)
 	}
-	pools[s] = db
+	db.SetMaxOpenConns(MaxConns)
+	db.SetMaxIdleConns(MaxConns)
 	return db
 }
+
+// MaxConns bounds each test pool on a server.
+const MaxConns = 16
 
 // Each runs fn as a parallel subtest on every database.
 func Each(t *testing.T, fn func(t *testing.T, db *DB)) {
