@@ -191,8 +191,8 @@ func TestIsolationCallerTxStampede(t *testing.T) {
 							})
 							if attempts > 1 {
 								retriedMu.Lock()
-							retried++
-							retriedMu.Unlock()
+								retried++
+								retriedMu.Unlock()
 							}
 							return outcome{res.Row.ID, res.Created, err}
 						}))
