@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRun runs every contender briefly on every workload and checks the
+// correctness columns: getorcreate never duplicates, loses an update or
+// returns an error; the floor never errs where nothing races. SQLite always
+// runs; PostgreSQL and MariaDB run when GETORCREATE_POSTGRES and
+// GETORCREATE_MYSQL are set. Throughput is printed, never asserted.
+func TestRun(t *testing.T) {
+	dsns := map[string]string{
+		"sqlite":   "sqlite:" + filepath.Join(t.TempDir(), "bench.db"),
+		"postgres": os.Getenv("GETORCREATE_POSTGRES"),
+		"mysql":    os.Getenv("GETORCREATE_MYSQL"),
+	}
+	for _, kind := range []string{"sqlite", "postgres", "mysql"} {
+		t.Run(kind, func(t *testing.T) {
+			if dsns[kind] == "" {
+				t.Skipf("set GETORCREATE_%s to run it", strings.ToUpper(map[string]string{"postgres": "postgres", "mysql": "mysql"}[kind]))
+			}
+			ctx := context.Background()
+			e, err := OpenEnv(ctx, dsns[kind])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			cfg := Config{Workloads: Workloads, Workers: []int{8}, Duration: 200 * time.Millisecond, Rounds: 2}
+			if kind == "sqlite" {
+				cfg.Workers = []int{1, 8}
+			}
+			rs, err := Run(ctx, e, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := len(Workloads) * len(cfg.Workers) * len(Contenders())
+			for _, c := range Contenders() {
+				if c.Kinds != nil && !strings.Contains(strings.Join(c.Kinds, ","), kind) {
+					want -= len(Workloads) * len(cfg.Workers)
+				}
+			}
+			if len(rs) != want {
+				t.Fatalf("%d results, want %d", len(rs), want)
+			}
+			for _, r := range rs {
+				t.Logf("%-8s %2d %-20s %8.0f ops/s ×%.2f dup %s lost %s err %d", r.Workload, r.Workers, r.Contender, r.OpsPerSec(), r.Ratio,
+					count(r.Dup, r.DupKnown), count(r.Lost, r.LostKnown), r.Errors)
+				if r.Ops == 0 {
+					t.Errorf("%s %s %d: no successful call (%s)", r.Contender, r.Workload, r.Workers, r.ErrSample)
+				}
+				switch r.Contender {
+				case "getorcreate", "getorcreate-pgx":
+					if r.Errors != 0 || r.Dup != 0 || !r.DupKnown || r.Lost != 0 {
+						t.Errorf("%s %s %d workers: dup %d lost %d err %d (%s)", r.Contender, r.Workload, r.Workers, r.Dup, r.Lost, r.Errors, r.ErrSample)
+					}
+					if r.Ratio <= 0 {
+						t.Errorf("%s %s %d workers: no ratio to the floor", r.Contender, r.Workload, r.Workers)
+					}
+				case "floor", "floor-pgx":
+					if r.Errors != 0 || r.Lost != 0 {
+						t.Errorf("floor %s %d workers: lost %d err %d (%s)", r.Workload, r.Workers, r.Lost, r.Errors, r.ErrSample)
+					}
+				}
+			}
+			var buf bytes.Buffer
+			WriteMarkdown(&buf, rs)
+			if !strings.Contains(buf.String(), "| 8 | **getorcreate** |") || !strings.Contains(buf.String(), "### Targets for getorcreate") {
+				t.Errorf("markdown lacks the getorcreate rows or the targets:\n%s", buf.String())
+			}
+		})
+	}
+}
