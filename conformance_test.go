@@ -21,7 +21,7 @@ type Tag struct {
 func openTags(t *testing.T, db *testdb.DB) (*getorcreate.Table[Tag], string) {
 	t.Helper()
 	name := db.Create(t, testdb.TagsDDL)
-	tags, err := getorcreate.OpenConfig[Tag](context.Background(), db.SQL, getorcreate.Config{Table: name, Key: []string{"name"}, Dialect: db.Dialect})
+	tags, err := testdb.OpenTable[Tag](db, getorcreate.Config{Table: name, Key: []string{"name"}})
 	if err != nil {
 		t.Fatal(err)
 	}

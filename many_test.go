@@ -211,7 +211,7 @@ func TestManyAllOrNothing(t *testing.T) {
 			Name string `db:"name"`
 			Slug string `db:"slug"`
 		}
-		tb, err := getorcreate.OpenConfig[Slug](ctx, db.SQL, getorcreate.Config{Table: table, Key: []string{"name"}, Dialect: db.Dialect})
+		tb, err := testdb.OpenTable[Slug](db, getorcreate.Config{Table: table, Key: []string{"name"}})
 		if err != nil {
 			t.Fatal(err)
 		}

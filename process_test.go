@@ -16,6 +16,8 @@ import (
 	"github.com/getorcreate/getorcreate/dialect/mysql"
 	"github.com/getorcreate/getorcreate/dsn"
 	"github.com/getorcreate/getorcreate/internal/testdb"
+	"github.com/getorcreate/getorcreate/pgxv5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Environment of a worker process in TestStampedeProcesses.
@@ -24,6 +26,7 @@ const (
 	envWorkerTable = "GOC_TEST_WORKER_TABLE"
 	envWorkerMode  = "GOC_TEST_WORKER_MODE" // "get", "update" or "naive"
 	envWorkerNoRet = "GOC_TEST_WORKER_NORETURNING"
+	envWorkerPgx   = "GOC_TEST_WORKER_PGX"
 )
 
 func TestMain(m *testing.M) {
@@ -56,7 +59,17 @@ func worker(in io.Reader, out io.Writer) error {
 	if os.Getenv(envWorkerNoRet) != "" {
 		cfg.Dialect = mysql.NoReturning
 	}
-	tags, err := getorcreate.OpenConfig[Tag](ctx, db, cfg)
+	var tags *getorcreate.Table[Tag]
+	if os.Getenv(envWorkerPgx) != "" {
+		pool, perr := pgxpool.New(ctx, os.Getenv(envWorkerDSN))
+		if perr != nil {
+			return perr
+		}
+		defer pool.Close()
+		tags, err = pgxv5.OpenConfig[Tag](ctx, pool, cfg)
+	} else {
+		tags, err = getorcreate.OpenConfig[Tag](ctx, db, cfg)
+	}
 	if err != nil {
 		return err
 	}
@@ -122,8 +135,11 @@ func runProcesses(t *testing.T, db *testdb.DB, table, mode string, procs int, ke
 	for i := range ws {
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), envWorkerDSN+"="+db.DSN, envWorkerTable+"="+table, envWorkerMode+"="+mode)
-		if db.Name == "mysql-noreturning" {
+		switch db.Name {
+		case "mysql-noreturning":
 			cmd.Env = append(cmd.Env, envWorkerNoRet+"=1")
+		case "postgres-pgx":
+			cmd.Env = append(cmd.Env, envWorkerPgx+"=1")
 		}
 		cmd.Stderr = os.Stderr
 		in, _ := cmd.StdinPipe()

@@ -39,8 +39,10 @@ func (p RetryPolicy) orDefault() RetryPolicy {
 	return p
 }
 
-// sleep waits before retry number attempt (counting from 1).
-func (p RetryPolicy) sleep(ctx context.Context, attempt int) error {
+// Wait sleeps before retry number attempt (counting from 1): a random
+// duration up to BaseDelay doubled attempt-1 times, capped at MaxDelay. It
+// returns early with the context's error when ctx is done.
+func (p RetryPolicy) Wait(ctx context.Context, attempt int) error {
 	d := p.BaseDelay << min(attempt-1, 16)
 	if d > p.MaxDelay || d <= 0 {
 		d = p.MaxDelay
@@ -83,7 +85,7 @@ func RunTxPolicy(ctx context.Context, db *sql.DB, opts *sql.TxOptions, policy Re
 		if !retryable || attempt > policy.MaxRetries || ctx.Err() != nil {
 			return err
 		}
-		if serr := policy.sleep(ctx, attempt); serr != nil {
+		if serr := policy.Wait(ctx, attempt); serr != nil {
 			return fmt.Errorf("%w (after: %w)", serr, err)
 		}
 	}

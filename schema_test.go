@@ -19,7 +19,7 @@ type Pair struct {
 
 func open[T any](t *testing.T, db *testdb.DB, table string, key ...string) (*getorcreate.Table[T], error) {
 	t.Helper()
-	return getorcreate.OpenConfig[T](context.Background(), db.SQL, getorcreate.Config{Table: table, Key: key, Dialect: db.Dialect})
+	return testdb.OpenTable[T](db, getorcreate.Config{Table: table, Key: key})
 }
 
 func wantSchemaError(t *testing.T, err, kind error, contains ...string) {

@@ -453,7 +453,7 @@ func (t *tableCore) run(ctx context.Context, op string, inTx bool, fn func() (bo
 		if inTx || !IsRetryable(e) || attempt > t.retry.MaxRetries || ctx.Err() != nil {
 			return false, attempt, e
 		}
-		if err := t.retry.sleep(ctx, attempt); err != nil {
+		if err := t.retry.Wait(ctx, attempt); err != nil {
 			return false, attempt, t.wrap(op, err)
 		}
 	}

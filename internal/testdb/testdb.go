@@ -21,9 +21,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/dialect/mysql"
 	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/pgxv5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Env names the environment variables holding the server DSNs.
@@ -34,11 +37,27 @@ const (
 
 // DB is one database under test.
 type DB struct {
-	Name    string // "sqlite", "postgres", "mysql", or "mysql-noreturning"
+	Name    string // "sqlite", "postgres", "postgres-pgx", "mysql", or "mysql-noreturning"
 	Kind    string // "sqlite", "postgres" or "mysql"
 	DSN     string // the project DSN form
 	SQL     *sql.DB
 	Dialect dialect.Dialect // non-nil to override detection
+	// Pool is set for "postgres-pgx": tables open on it through package
+	// pgxv5, without database/sql. SQL still reaches the same database,
+	// for the tests' own checks.
+	Pool *pgxpool.Pool
+}
+
+// OpenTable opens a table for the conformance suite: on DB.Pool through
+// pgxv5 for "postgres-pgx", else on DB.SQL.
+func OpenTable[T any](db *DB, cfg getorcreate.Config) (*getorcreate.Table[T], error) {
+	if db.Dialect != nil {
+		cfg.Dialect = db.Dialect
+	}
+	if db.Pool != nil {
+		return pgxv5.OpenConfig[T](context.Background(), db.Pool, cfg)
+	}
+	return getorcreate.OpenConfig[T](context.Background(), db.SQL, cfg)
 }
 
 var (
@@ -52,7 +71,7 @@ var (
 func Kinds(variants bool) []string {
 	ks := []string{"sqlite", "postgres", "mysql"}
 	if variants {
-		ks = append(ks, "mysql-noreturning")
+		ks = append(ks, "postgres-pgx", "mysql-noreturning")
 	}
 	return ks
 }
@@ -60,7 +79,7 @@ func Kinds(variants bool) []string {
 // Open returns the database of this name for t, or skips t.
 func Open(t testing.TB, name string) *DB {
 	t.Helper()
-	d := &DB{Name: name, Kind: strings.TrimSuffix(name, "-noreturning")}
+	d := &DB{Name: name, Kind: strings.TrimSuffix(strings.TrimSuffix(name, "-noreturning"), "-pgx")}
 	switch d.Kind {
 	case "sqlite":
 		d.DSN = "sqlite:" + filepath.Join(t.TempDir(), "test.db")
@@ -80,7 +99,33 @@ func Open(t testing.TB, name string) *DB {
 		d.Dialect = mysql.NoReturning
 	}
 	d.SQL = Pool(t, d.DSN)
+	if name == "postgres-pgx" {
+		d.Pool = PgxPool(t, d.DSN)
+	}
 	return d
+}
+
+var pgxPools = map[string]*pgxpool.Pool{}
+
+// PgxPool opens (once per process and DSN) a pgx pool on the DSN.
+func PgxPool(t testing.TB, s string) *pgxpool.Pool {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if p, ok := pgxPools[s]; ok {
+		return p
+	}
+	cfg, err := pgxpool.ParseConfig(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = MaxConns
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgxPools[s] = p
+	return p
 }
 
 // Pool opens (once per process and DSN for servers) a pool on the DSN.

@@ -1,0 +1,163 @@
+// Package pgxv5 runs getorcreate on PostgreSQL through pgx v5 natively, on
+// a *pgxpool.Pool and inside a pgx.Tx, without database/sql. The statements
+// are the PostgreSQL dialect's, the same as through database/sql:
+//
+//	tags, err := pgxv5.Open[Tag](ctx, pool, "tags", "name")
+//	res, err := tags.GetOrCreate(ctx, Tag{Name: "go"})
+//	res, err = tags.GetOrCreateTx(ctx, pgxv5.Tx(tx), Tag{Name: "go"}) // tx is a pgx.Tx
+package pgxv5
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+
+	"github.com/getorcreate/getorcreate"
+	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/postgres"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Open inspects the table once, through the pool, and returns a handle whose
+// own calls run on the pool. See getorcreate.Open.
+func Open[T any](ctx context.Context, pool *pgxpool.Pool, table string, key ...string) (*getorcreate.Table[T], error) {
+	return OpenConfig[T](ctx, pool, getorcreate.Config{Table: table, Key: key})
+}
+
+// OpenConfig is Open with a Config.
+func OpenConfig[T any](ctx context.Context, pool *pgxpool.Pool, cfg getorcreate.Config) (*getorcreate.Table[T], error) {
+	if pool == nil {
+		return nil, errors.New("getorcreate/pgxv5: Open: nil pool")
+	}
+	p := poolQ{pool}
+	return getorcreate.OpenDriver[T](ctx, postgres.Dialect, p, p, cfg)
+}
+
+// Handle is what pgx.Tx, *pgx.Conn and *pgxpool.Pool share.
+type Handle interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Tx adapts a pgx.Tx (or a *pgx.Conn or *pgxpool.Pool) for the ...Tx calls
+// of a table: tags.GetOrCreateTx(ctx, pgxv5.Tx(tx), row). The library runs
+// its statements on it and never commits or rolls back.
+func Tx(h Handle) getorcreate.Querier { return handleQ{h} }
+
+// RunTx runs fn in a transaction on pool and commits it, running fn again
+// from the start when it or the commit fails with an error for which
+// getorcreate.IsRetryable is true, or a serialization failure or deadlock
+// straight from the driver. See getorcreate.RunTx.
+func RunTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(tx pgx.Tx) error) error {
+	policy := getorcreate.DefaultRetry
+	var err error
+	for attempt := 0; attempt <= policy.MaxRetries; attempt++ {
+		if attempt > 0 {
+			if serr := policy.Wait(ctx, attempt); serr != nil {
+				return errors.Join(serr, err)
+			}
+		}
+		err = pgx.BeginTxFunc(ctx, pool, opts, fn)
+		if err == nil {
+			return nil
+		}
+		if !getorcreate.IsRetryable(err) && !postgres.Dialect.Classify(err).Retryable() {
+			return err
+		}
+	}
+	return err
+}
+
+type poolQ struct{ p *pgxpool.Pool }
+
+func (q poolQ) Query(ctx context.Context, s string, args ...any) (dialect.Rows, error) {
+	r, err := q.p.Query(ctx, s, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows{r}, nil
+}
+
+func (q poolQ) Exec(ctx context.Context, s string, args ...any) (dialect.Result, error) {
+	tag, err := q.p.Exec(ctx, s, args...)
+	return result{tag}, err
+}
+
+var isoLevels = map[sql.IsolationLevel]pgx.TxIsoLevel{
+	sql.LevelReadCommitted:  pgx.ReadCommitted,
+	sql.LevelRepeatableRead: pgx.RepeatableRead,
+	sql.LevelSerializable:   pgx.Serializable,
+}
+
+func (q poolQ) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, error) {
+	tx, err := q.p.BeginTx(ctx, pgx.TxOptions{IsoLevel: isoLevels[iso]})
+	if err != nil {
+		return nil, err
+	}
+	return txQ{handleQ{tx}, tx}, nil
+}
+
+type txQ struct {
+	handleQ
+	tx pgx.Tx
+}
+
+func (t txQ) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
+func (t txQ) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
+
+// handleQ is the adapter Tx returns. Its database/sql methods exist only so
+// that it can be passed where a getorcreate.Querier is asked for; the
+// library uses Query and Exec.
+type handleQ struct{ h Handle }
+
+func (q handleQ) Query(ctx context.Context, s string, args ...any) (dialect.Rows, error) {
+	r, err := q.h.Query(ctx, s, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows{r}, nil
+}
+
+func (q handleQ) Exec(ctx context.Context, s string, args ...any) (dialect.Result, error) {
+	tag, err := q.h.Exec(ctx, s, args...)
+	return result{tag}, err
+}
+
+var errNotSQL = errors.New("getorcreate/pgxv5: this adapter is for getorcreate's ...Tx calls, not for database/sql use")
+
+// ExecContext runs the statement through pgx.
+func (q handleQ) ExecContext(ctx context.Context, s string, args ...any) (sql.Result, error) {
+	tag, err := q.h.Exec(ctx, s, args...)
+	return result{tag}, err
+}
+
+// QueryContext is not available on a pgx handle: database/sql rows cannot
+// be made from pgx rows. getorcreate never calls it on this adapter.
+func (q handleQ) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
+	return nil, errNotSQL
+}
+
+type rows struct{ r pgx.Rows }
+
+func (r rows) Next() bool             { return r.r.Next() }
+func (r rows) Scan(dest ...any) error { return r.r.Scan(dest...) }
+func (r rows) Err() error             { return r.r.Err() }
+func (r rows) Close() error           { r.r.Close(); return r.r.Err() }
+
+type result struct{ tag pgconn.CommandTag }
+
+func (r result) RowsAffected() (int64, error) { return r.tag.RowsAffected(), nil }
+func (r result) LastInsertId() (int64, error) {
+	return 0, errors.New("getorcreate/pgxv5: PostgreSQL has no LastInsertId; use RETURNING")
+}
+
+var (
+	_ dialect.Querier     = poolQ{}
+	_ dialect.Beginner    = poolQ{}
+	_ dialect.Tx          = txQ{}
+	_ getorcreate.Querier = handleQ{}
+	_ driver.Result       = result{}
+)
