@@ -82,6 +82,10 @@ type Config struct {
 	// process; it defaults to this executable with the worker environment
 	// variable set (see WorkerMain).
 	WorkerCommand func() ([]string, error)
+
+	// onTable, when set, is told the name of every scratch table before
+	// it is created: tests use it to check that none is left behind.
+	onTable func(string)
 }
 
 // Progress says how far a run is.

@@ -259,28 +259,32 @@ func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column,
 			continue
 		}
 		coll := c.Collation
-		if coll == "" {
-			switch x.kind {
-			case "sqlite":
-				coll = "BINARY"
-			case "postgres":
-				coll = "default"
-			default:
-				continue
-			}
-		}
-		if !identRE.MatchString(coll) {
-			diag.add(Info, "collation", fmt.Sprintf("key column %s has collation %q, which doctor does not probe", c.Name, coll), "")
+		var probe func(a, b string) (bool, error)
+		var err error
+		switch {
+		case coll == "" && x.kind == "sqlite":
+			// Inspect knows a SQLite column's collation only from an
+			// index on it; without one, compare through the column.
+			coll = "as declared on the column"
+			probe = sqliteColumnProbe(ctx, x, diag.Table, c.Name)
+		case coll == "" && x.kind == "postgres":
+			coll = "default"
+		case coll == "":
 			continue
 		}
-		probe, err := collationProbe(ctx, x, coll)
-		if err != nil {
-			return fmt.Errorf("probing collation %s: %w", coll, err)
+		if probe == nil {
+			if !identRE.MatchString(coll) {
+				diag.add(Info, "collation", fmt.Sprintf("key column %s has collation %q, which doctor does not probe", c.Name, coll), "")
+				continue
+			}
+			if probe, err = collationProbe(ctx, x, coll); err != nil {
+				return fmt.Errorf("probing collation %s: %w", coll, err)
+			}
 		}
 		var same []string
 		for _, p := range []struct{ a, b, what string }{
 			{"Go", "go", "case-insensitive"},
-			{"go", "go ", "PAD SPACE: trailing spaces ignored"},
+			{"go", "go ", "trailing spaces ignored: PAD SPACE"},
 			{"é", "e", "accent-insensitive"},
 		} {
 			eq, err := probe(p.a, p.b)
@@ -312,6 +316,18 @@ func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column,
 func isText(c *dialect.Column) bool {
 	t := strings.ToLower(c.Type)
 	return c.Collation != "" || strings.Contains(t, "char") || strings.Contains(t, "text") || strings.Contains(t, "clob") || t == "citext"
+}
+
+// sqliteColumnProbe compares two strings the way column col of table
+// compares them: a compound SELECT's column carries the collation of its
+// first arm, which here is the table's column and returns no row.
+func sqliteColumnProbe(ctx context.Context, x *database, table, col string) func(a, b string) (bool, error) {
+	q := fmt.Sprintf(`SELECT v = ?2 FROM (SELECT %s AS v FROM %s WHERE 0 UNION ALL SELECT ?1)`, x.d.Quote(col), x.d.Quote(table))
+	return func(a, b string) (bool, error) {
+		var eq bool
+		err := x.db.QueryRowContext(ctx, q, a, b).Scan(&eq)
+		return eq, err
+	}
 }
 
 // collationProbe returns a function that compares two strings under coll,

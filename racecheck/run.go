@@ -168,6 +168,7 @@ func defaultIsolation(ctx context.Context, db *sql.DB, kind string) (string, err
 // create.
 type scratch struct {
 	x       *database
+	onTable func(string)
 	prefix  string
 	created []string
 }
@@ -198,6 +199,9 @@ func (s *scratch) table(ctx context.Context, what string) (string, error) {
 	// Registered before it exists, so that a CREATE interrupted half-way
 	// is still dropped.
 	s.created = append(s.created, name)
+	if s.onTable != nil {
+		s.onTable(name)
+	}
 	for _, q := range ddl {
 		if _, err := s.x.db.ExecContext(ctx, fmt.Sprintf(q, s.x.d.Quote(name))); err != nil {
 			return "", fmt.Errorf("creating scratch table %s: %w", name, err)
@@ -247,6 +251,7 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 		iso = isolationName(l)
 	}
 	sc := newScratch(x)
+	sc.onTable = cfg.onTable
 	defer func() {
 		if cfg.Keep {
 			return
