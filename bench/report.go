@@ -32,7 +32,7 @@ func WriteMarkdown(w io.Writer, results []Result) {
 			groups = append(groups, g)
 		}
 	}
-	fmt.Fprintln(w, "Columns: ops/s counts successful calls; × floor divides by the floor's ops/s in the same database, workload and workers, measured in the same run; p99 is the latency of one call in milliseconds; dup counts extra creations (duplicate rows, or calls that said they created a row that existed or that another call created); lost counts successful increments missing from the table; err counts errors that reached the caller. – means the contender cannot tell (it does not report what it created, or the workload does not update).")
+	fmt.Fprintln(w, "Columns: ops/s counts successful calls; × floor is the median, over the rounds of the run, of ops/s divided by the floor's ops/s in the same round, database, workload and workers; p99 is the latency of one call in milliseconds; dup counts extra creations (duplicate rows, or calls that said they created a row that existed or that another call created); lost counts successful increments missing from the table; err counts errors that reached the caller. – means the contender cannot tell (it does not report what it created, or the workload does not update).")
 	for _, g := range groups {
 		fmt.Fprintf(w, "\n### %s: %s\n\n", kindTitle[g.kind], workloadTitle[g.workload])
 		fmt.Fprintln(w, "| workers | contender | ops/s | × floor | p99 ms | dup | lost | err |")

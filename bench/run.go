@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,7 +156,6 @@ func Run(ctx context.Context, e *Env, cfg Config) ([]Result, error) {
 			if err != nil {
 				return out, fmt.Errorf("%s %s %d workers: %w", e.Kind, w, n, err)
 			}
-			setRatios(group)
 			for _, r := range group {
 				if cfg.Log != nil {
 					fmt.Fprintf(cfg.Log, "%-8s %-8s %2d %-20s %9.0f ops/s p99 %7.2fms dup %s lost %s err %d %s\n",
@@ -176,22 +176,43 @@ func selected(c Contender, kind string, names []string) bool {
 	return len(names) == 0 || slices.Contains(names, c.Name)
 }
 
-func setRatios(group []Result) {
-	floors := map[string]float64{}
-	for _, r := range group {
-		if r.Contender == "floor" || r.Contender == "floor-pgx" {
-			floors[r.Contender] = r.OpsPerSec()
+// setRatios sets each cell's ratio to its floor (floor-pgx for the pgx
+// contenders): the median over rounds of the two throughputs measured in
+// the same round, which cancels most of the noise of a shared machine.
+func setRatios(cells []*cell) {
+	floors := map[string]*cell{}
+	for _, c := range cells {
+		if c.res.Contender == "floor" || c.res.Contender == "floor-pgx" {
+			floors[c.res.Contender] = c
 		}
 	}
-	for i := range group {
+	for _, c := range cells {
 		f := floors["floor"]
-		if group[i].Contender == "getorcreate-pgx" || group[i].Contender == "floor-pgx" {
+		if strings.HasSuffix(c.res.Contender, "-pgx") {
 			f = floors["floor-pgx"]
 		}
-		if f > 0 {
-			group[i].Ratio = group[i].OpsPerSec() / f
+		if f == nil || len(f.rate) != len(c.rate) {
+			continue
 		}
+		var rs []float64
+		for i := range c.rate {
+			if f.rate[i] > 0 {
+				rs = append(rs, c.rate[i]/f.rate[i])
+			}
+		}
+		c.res.Ratio = median(rs)
 	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }
 
 // warm opens n connections (as many as the pool allows) so that no cell
@@ -243,7 +264,8 @@ type cell struct {
 	lat    []time.Duration
 	claims map[string]int
 	known  bool
-	okAll  int64 // successful calls, warm-up included, for the lost-update check
+	okAll  int64     // successful calls, warm-up included, for the lost-update check
+	rate   []float64 // ops/s of each timed round
 }
 
 // runGroup runs every contender on one workload and number of workers. The
@@ -305,6 +327,9 @@ func runGroup(ctx context.Context, e *Env, cs []Contender, workload string, n in
 		if err := check(ctx, e, c); err != nil {
 			return nil, err
 		}
+	}
+	setRatios(cells)
+	for _, c := range cells {
 		out = append(out, c.res)
 	}
 	return out, nil
@@ -362,8 +387,13 @@ func runSlice(ctx context.Context, c *cell, workload string, n int, d time.Durat
 	stop.Store(true)
 	wg.Wait()
 	elapsed := time.Since(start)
+	var ops int64
+	for _, w := range ws {
+		ops += w.ops
+	}
 	if timed {
 		c.res.Elapsed += elapsed
+		c.rate = append(c.rate, float64(ops)/elapsed.Seconds())
 	}
 	for _, w := range ws {
 		if timed {
