@@ -1,0 +1,145 @@
+package tagd_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/testdb"
+	"github.com/getorcreate/getorcreate/tagd"
+)
+
+// prefix returns fresh table-name prefix, so tests share databases safely.
+func prefix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return "tagd_" + hex.EncodeToString(b) + "_"
+}
+
+// openDB opens a pool of its own on d (tests close it to make the database
+// unavailable), and drops the prefix's tables when t ends.
+func openDB(t testing.TB, d *testdb.DB, pfx string) *sql.DB {
+	t.Helper()
+	db, _, err := dsn.Open(context.Background(), d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(8)
+	t.Cleanup(func() {
+		for _, tb := range []string{"item_tags", "tags", "tagd_schema"} {
+			d.SQL.Exec("DROP TABLE IF EXISTS " + pfx + tb)
+		}
+		db.Close()
+	})
+	return db
+}
+
+// quietLogger keeps the per-request log lines out of test output; failures
+// still show.
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startServer migrates a fresh schema on d and serves it.
+func startServer(t testing.TB, d *testdb.DB, opts tagd.Options) (*httptest.Server, *tagd.Store) {
+	t.Helper()
+	pfx := prefix()
+	db := openDB(t, d, pfx)
+	store, err := tagd.OpenStore(context.Background(), db, d.Kind, pfx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = quietLogger()
+	}
+	srv := httptest.NewServer(tagd.NewServer(store, opts))
+	t.Cleanup(srv.Close)
+	return srv, store
+}
+
+type answer struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// json decodes the body into v or fails.
+func (a answer) json(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.Body, v); err != nil {
+		t.Fatalf("answer %d is not JSON: %v\n%s", a.Status, err, a.Body)
+	}
+}
+
+func (a answer) tag(t testing.TB) tagd.TagAnswer {
+	t.Helper()
+	var v tagd.TagAnswer
+	a.json(t, &v)
+	return v
+}
+
+// do sends a request; ctype "" sends no Content-Type.
+func do(t testing.TB, c *http.Client, method, url, ctype, body string, hdr ...string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	if c == nil {
+		c = http.DefaultClient
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{res.StatusCode, res.Header, b}
+}
+
+func postTag(t testing.TB, base, name string, hdr ...string) answer {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"name": name})
+	return do(t, nil, "POST", base+"/api/tags", "application/json", string(b), hdr...)
+}
+
+// wantError checks a JSON error answer of the given status and code.
+func wantError(t testing.TB, a answer, status int, code string) {
+	t.Helper()
+	if a.Status != status {
+		t.Fatalf("status %d, want %d; body %s", a.Status, status, a.Body)
+	}
+	if ct := a.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("error answer has Content-Type %q, want JSON", ct)
+	}
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	dec := json.NewDecoder(bytes.NewReader(a.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		t.Fatalf("error body %s: %v", a.Body, err)
+	}
+	if e.Error.Code != code || e.Error.Message == "" {
+		t.Fatalf("error code %q message %q, want code %q and a message", e.Error.Code, e.Error.Message, code)
+	}
+}

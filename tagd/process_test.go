@@ -1,0 +1,379 @@
+package tagd_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/getorcreate/getorcreate/internal/testdb"
+	"github.com/getorcreate/getorcreate/tagd"
+)
+
+// The test binary doubles as a tagd process: re-executed with
+// TAGD_TEST_CHILD set, it runs tagd.Run (what cmd/tagd runs) until SIGTERM.
+func TestMain(m *testing.M) {
+	if os.Getenv("TAGD_TEST_CHILD") != "" {
+		os.Exit(child())
+	}
+	os.Exit(m.Run())
+}
+
+func child() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg := tagd.Config{
+		DSN:         os.Getenv("TAGD_TEST_DSN"),
+		Addr:        "127.0.0.1:0",
+		TablePrefix: os.Getenv("TAGD_TEST_PREFIX"),
+		MaxConns:    12, // 3 processes stay well under the servers' connection limits
+		Ready:       func(a net.Addr) { fmt.Printf("LISTENING %s\n", a) },
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := tagd.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "child: clean shutdown")
+	return 0
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan error
+	log  string
+}
+
+// startProc starts a tagd process on dsn and waits until it listens.
+func startProc(t *testing.T, dsn, pfx string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "tagd.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TAGD_TEST_CHILD=1", "TAGD_TEST_DSN="+dsn, "TAGD_TEST_PREFIX="+pfx)
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1), log: logPath}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "LISTENING "); ok {
+				addr <- a
+			}
+		}
+		io.Copy(io.Discard, out)
+	}()
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("tagd process %d log:\n%s", cmd.Process.Pid, b)
+		}
+	})
+	select {
+	case a := <-addr:
+		p.url = "http://" + a
+	case err := <-p.done:
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("tagd process exited before listening: %v\n%s", err, b)
+	case <-time.After(60 * time.Second):
+		t.Fatal("tagd process did not start listening within 60s")
+	}
+	return p
+}
+
+func client(conns int) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
+}
+
+// rowsOf reads every tag of the prefix straight from the database.
+func rowsOf(t *testing.T, d *testdb.DB, pfx string) map[string]tagd.Tag {
+	t.Helper()
+	rows, err := d.SQL.Query("SELECT id, tag_key, name, count FROM " + pfx + "tags")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]tagd.Tag{}
+	for rows.Next() {
+		var tg tagd.Tag
+		if err := rows.Scan(&tg.ID, &tg.Key, &tg.Name, &tg.Count); err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := out[tg.Key]; dup {
+			t.Fatalf("two rows for key %q", tg.Key)
+		}
+		out[tg.Key] = tg
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func dropTables(d *testdb.DB, pfx string) {
+	for _, tb := range []string{"item_tags", "tags", "tagd_schema"} {
+		d.SQL.Exec("DROP TABLE IF EXISTS " + pfx + tb)
+	}
+}
+
+// TestProcessesStampede runs 3 tagd processes on one PostgreSQL (and one
+// MariaDB) database, started together so they also race on the migration,
+// and sends 64 clients at them at once with the same new tags in different
+// spellings, then the same item tags. Every tag must have exactly one row,
+// exactly one 201, and a count equal to the number of 2xx answers.
+func TestProcessesStampede(t *testing.T) {
+	testdb.EachOf(t, []string{"postgres", "mysql"}, func(t *testing.T, d *testdb.DB) {
+		pfx := prefix()
+		t.Cleanup(func() { dropTables(d, pfx) })
+		procs := make([]*proc, 3)
+		var wg sync.WaitGroup
+		for i := range procs {
+			wg.Go(func() { procs[i] = startProc(t, d.DSN, pfx) })
+		}
+		wg.Wait()
+		for _, p := range procs {
+			if p == nil {
+				t.FailNow()
+			}
+		}
+
+		const clients = 64
+		tags := 6
+		if testing.Short() {
+			tags = 3
+		}
+		run := fmt.Sprintf("%x", time.Now().UnixNano())
+		key := func(i int) string { return fmt.Sprintf("stampede %s %d", run, i) }
+		spell := func(i, c int) string {
+			switch c % 3 {
+			case 0:
+				return strings.ToUpper(key(i))
+			case 1:
+				return "  " + strings.ReplaceAll(key(i), " ", "   ") + " "
+			}
+			return key(i)
+		}
+		var (
+			mu      sync.Mutex
+			ok      = map[string]int{}   // 2xx answers per key
+			created = map[string]int{}   // 201 answers per key
+			ids     = map[string]int64{} // the id every answer must agree on
+			other   []string
+		)
+		hc := client(clients)
+		start := make(chan struct{})
+		for c := range clients {
+			wg.Go(func() {
+				base := procs[c%len(procs)].url
+				<-start
+				for i := range tags {
+					b, _ := json.Marshal(map[string]string{"name": spell(i, c)})
+					res, err := hc.Post(base+"/api/tags", "application/json", strings.NewReader(string(b)))
+					if err != nil {
+						mu.Lock()
+						other = append(other, err.Error())
+						mu.Unlock()
+						continue
+					}
+					var a tagd.TagAnswer
+					json.NewDecoder(res.Body).Decode(&a)
+					res.Body.Close()
+					mu.Lock()
+					switch {
+					case res.StatusCode == 200 || res.StatusCode == 201:
+						ok[a.Key]++
+						if res.StatusCode == 201 {
+							created[a.Key]++
+						}
+						if id, seen := ids[a.Key]; seen && id != a.ID {
+							other = append(other, fmt.Sprintf("key %q answered with ids %d and %d", a.Key, id, a.ID))
+						}
+						ids[a.Key] = a.ID
+					default:
+						other = append(other, fmt.Sprintf("status %d", res.StatusCode))
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		// Then all clients attach the same tags to one item: two new tags and
+		// two from above. Each tag must count once, whoever wins.
+		item := "item-" + run
+		itemTags := []string{"fresh " + run + " a", "FRESH " + run + " b", key(0), strings.ToUpper(key(1))}
+		body, _ := json.Marshal(map[string][]string{"tags": itemTags})
+		attached := map[string]int{}
+		putCreated := map[string]int{}
+		start = make(chan struct{})
+		for c := range clients {
+			wg.Go(func() {
+				base := procs[c%len(procs)].url
+				<-start
+				req, _ := http.NewRequest("PUT", base+"/api/items/"+item+"/tags", strings.NewReader(string(body)))
+				req.Header.Set("Content-Type", "application/json")
+				res, err := hc.Do(req)
+				if err != nil {
+					mu.Lock()
+					other = append(other, err.Error())
+					mu.Unlock()
+					return
+				}
+				var a tagd.ItemAnswer
+				json.NewDecoder(res.Body).Decode(&a)
+				res.Body.Close()
+				mu.Lock()
+				defer mu.Unlock()
+				if res.StatusCode != 200 {
+					other = append(other, fmt.Sprintf("PUT status %d", res.StatusCode))
+					return
+				}
+				for _, tg := range a.Tags {
+					if tg.Attached {
+						attached[tg.Key]++
+					}
+					if tg.Created {
+						putCreated[tg.Key]++
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		if len(other) > 0 {
+			t.Errorf("%d requests failed, e.g. %q", len(other), other[0])
+		}
+		got := rowsOf(t, d, pfx)
+		if len(got) != tags+2 {
+			t.Errorf("%d rows, want %d (one per tag)", len(got), tags+2)
+		}
+		for i := range tags {
+			k := key(i)
+			want := int64(ok[k])
+			if i < 2 {
+				want++ // attached to the item once
+			}
+			if got[k].Count != want || created[k] != 1 {
+				t.Errorf("tag %q: count %d, want %d (2xx answers %d); 201 answers %d, want 1", k, got[k].Count, want, ok[k], created[k])
+			}
+		}
+		for _, name := range itemTags {
+			k := strings.ToLower(name)
+			if attached[k] != 1 {
+				t.Errorf("tag %q attached by %d answers, want 1", k, attached[k])
+			}
+		}
+		for _, k := range []string{"fresh " + run + " a", "fresh " + run + " b"} {
+			if got[k].Count != 1 || putCreated[k] != 1 {
+				t.Errorf("new item tag %q: count %d, created by %d answers; want 1 and 1", k, got[k].Count, putCreated[k])
+			}
+		}
+		t.Logf("%d clients, 3 processes: %d submissions per tag, all exact", clients, ok[key(0)])
+	})
+}
+
+// TestShutdownLosesNothing sends SIGTERM to a tagd process under load: it
+// must exit cleanly, and every submission it acknowledged must be counted.
+func TestShutdownLosesNothing(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, d *testdb.DB) {
+		pfx := prefix()
+		t.Cleanup(func() { dropTables(d, pfx) })
+		p := startProc(t, d.DSN, pfx)
+		const clients = 16
+		var acked, inDoubt [4]atomic.Int64
+		var refused atomic.Int64
+		var wg sync.WaitGroup
+		hc := client(clients)
+		stop := make(chan struct{})
+		for c := range clients {
+			wg.Go(func() {
+				for n := 0; ; n++ {
+					tag := (c + n) % 4
+					res, err := hc.Post(p.url+"/api/tags", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"shutdown %d"}`, tag)))
+					if err != nil {
+						if strings.Contains(err.Error(), "connection refused") {
+							refused.Add(1) // never reached the server
+						} else {
+							inDoubt[tag].Add(1) // may or may not have been applied
+						}
+						select {
+						case <-stop:
+							return
+						case <-time.After(5 * time.Millisecond):
+							continue
+						}
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode/100 == 2 {
+						acked[tag].Add(1)
+					}
+				}
+			})
+		}
+		time.Sleep(500 * time.Millisecond)
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			if err != nil {
+				b, _ := os.ReadFile(p.log)
+				t.Fatalf("tagd did not exit cleanly after SIGTERM: %v\n%s", err, b)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("tagd still running 30s after SIGTERM")
+		}
+		close(stop)
+		wg.Wait()
+		got := rowsOf(t, d, pfx)
+		var total int64
+		for i := range 4 {
+			k := fmt.Sprintf("shutdown %d", i)
+			a, u := acked[i].Load(), inDoubt[i].Load()
+			total += a
+			if got[k].Count < a || got[k].Count > a+u {
+				t.Errorf("tag %q: count %d, but %d acknowledged and %d in doubt", k, got[k].Count, a, u)
+			}
+		}
+		if total < 20 {
+			t.Fatalf("only %d acknowledged submissions: the load did not run", total)
+		}
+		b, _ := os.ReadFile(p.log)
+		if !strings.Contains(string(b), "clean shutdown") {
+			t.Fatalf("no clean shutdown in the log:\n%s", b)
+		}
+		t.Logf("%d acknowledged submissions, all counted; %d refused after shutdown", total, refused.Load())
+	})
+}
