@@ -57,7 +57,10 @@ func TestAPI(t *testing.T) {
 		})
 
 		t.Run("canonical", func(t *testing.T) {
-			cases := []struct{ forms []string; key string }{
+			cases := []struct {
+				forms []string
+				key   string
+			}{
 				{[]string{"Straße", "STRASSE", "strasse"}, "strasse"},
 				{[]string{"\u00e9cole", "E\u0301COLE"}, "\u00e9cole"}, // NFC: composed and decomposed é
 				{[]string{"Big   Data", " big data "}, "big data"},

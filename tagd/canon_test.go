@@ -16,7 +16,7 @@ func TestCanonical(t *testing.T) {
 		{"e\u0301cole", "\u00e9cole", "\u00e9cole"}, // decomposed in, NFC out
 		{"\u0130stanbul", "i\u0307stanbul", "\u0130stanbul"},
 		{"ΣΊΣΥΦΟΣ", "σίσυφοσ", "ΣΊΣΥΦΟΣ"}, // full folding, not lowercasing: final sigma too
-		{"\u212b", "\u00e5", "\u00c5"},   // the Angstrom sign is NFC-normalised to Å
+		{"\u212b", "\u00e5", "\u00c5"},    // the Angstrom sign is NFC-normalised to Å
 		{strings.Repeat("é", 64), strings.Repeat("é", 64), strings.Repeat("é", 64)},
 	} {
 		key, display, err := Canonical(c.in)
