@@ -112,6 +112,7 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) int {
 
 // remote runs workers in child processes.
 type remote struct {
+	ctx  context.Context
 	kids []*kid
 	stop func() bool
 }
@@ -156,7 +157,7 @@ func startRemote(ctx context.Context, command func() ([]string, error), sr strat
 	if err != nil {
 		return nil, err
 	}
-	rm := &remote{}
+	rm := &remote{ctx: ctx}
 	defer func() {
 		if err != nil {
 			rm.close()
@@ -262,8 +263,12 @@ func (rm *remote) expect(k *kid, want string) (string, error) {
 	return line, nil
 }
 
-// failure explains a broken pipe to k with what it wrote on stderr.
+// failure explains a broken pipe to k with what it wrote on stderr, or
+// says the run was interrupted when that is why the pipe broke.
 func (rm *remote) failure(k *kid, err error) error {
+	if cerr := rm.ctx.Err(); cerr != nil {
+		return cerr
+	}
 	msg := strings.TrimSpace(k.stderr.String())
 	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 		msg = msg[i+1:]

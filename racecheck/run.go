@@ -256,9 +256,8 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 		if cfg.Keep {
 			return
 		}
-		if derr := sc.drop(""); derr != nil && err == nil {
-			err = derr
-		}
+		// A drop that fails is reported with whatever ended the run.
+		err = errors.Join(err, sc.drop(""))
 	}()
 	pin, err := sc.table(ctx, "pin")
 	if err != nil {

@@ -64,8 +64,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // fail prints err as one line and returns the exit status it calls for.
 func fail(stderr io.Writer, err error) int {
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "racecheck: interrupted (%s)\n", strings.Join(strings.Fields(err.Error()), " "))
+		return 2
+	}
 	fmt.Fprintf(stderr, "racecheck: %s\n", strings.Join(strings.Fields(err.Error()), " "))
-	if racecheck.IsUsage(err) || errors.Is(err, context.Canceled) {
+	if racecheck.IsUsage(err) {
 		return 2
 	}
 	return 1
