@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -32,6 +33,7 @@ type Env struct {
 	Kind string // "sqlite", "postgres" or "mysql"
 	DB   *sql.DB
 	Gorm *gorm.DB
+	Pgx  *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
 }
 
 // Contender is one way of doing get-or-create and update-or-create.

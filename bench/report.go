@@ -33,6 +33,12 @@ func WriteMarkdown(w io.Writer, results []Result) {
 		}
 	}
 	fmt.Fprintln(w, "Columns: ops/s counts successful calls; × floor is the median, over the rounds of the run, of ops/s divided by the floor's ops/s in the same round, database, workload and workers; p99 is the latency of one call in milliseconds; dup counts extra creations (duplicate rows, or calls that said they created a row that existed or that another call created); lost counts successful increments missing from the table; err counts errors that reached the caller. – means the contender cannot tell (it does not report what it created, or the workload does not update).")
+	fmt.Fprintf(w, "\nContenders:\n\n")
+	for _, c := range Contenders() {
+		if slices.ContainsFunc(results, func(r Result) bool { return r.Contender == c.Name }) {
+			fmt.Fprintf(w, "- **%s**: %s\n", c.Name, c.Note)
+		}
+	}
 	for _, g := range groups {
 		fmt.Fprintf(w, "\n### %s: %s\n\n", kindTitle[g.kind], workloadTitle[g.workload])
 		fmt.Fprintln(w, "| workers | contender | ops/s | × floor | p99 ms | dup | lost | err |")

@@ -109,11 +109,22 @@ func OpenEnv(ctx context.Context, dsnStr string) (*Env, error) {
 		db.Close()
 		return nil, fmt.Errorf("opening GORM on %s: %w", p.Kind, err)
 	}
+	if p.Kind == "postgres" {
+		if e.Pgx, err = openPgxPool(ctx, p.DataSource); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
 // Close closes the environment's pools.
-func (e *Env) Close() error { return e.DB.Close() }
+func (e *Env) Close() error {
+	if e.Pgx != nil {
+		e.Pgx.Close()
+	}
+	return e.DB.Close()
+}
 
 var existingKeys, zipfKeys = names("k", NumKeys), names("z", NumKeys)
 
@@ -145,6 +156,11 @@ func Run(ctx context.Context, e *Env, cfg Config) ([]Result, error) {
 		for _, n := range cfg.Workers {
 			if err := warm(ctx, e.DB, n); err != nil {
 				return out, err
+			}
+			if e.Pgx != nil {
+				if err := warmPgx(ctx, e.Pgx, n); err != nil {
+					return out, err
+				}
 			}
 			var cs []Contender
 			for _, c := range Contenders() {
