@@ -71,6 +71,12 @@ type Config struct {
 	// Isolation, whose snapshot a first SELECT pins, as a web framework
 	// with one transaction per request does.
 	InTx bool
+	// NoUnique creates the tables of every strategy but getorcreate
+	// without a unique index on the key, as many real tables are: the
+	// naive strategies' race then leaves duplicate rows rather than
+	// duplicate-key errors. getorcreate's table keeps its index, without
+	// which getorcreate refuses to run.
+	NoUnique bool
 	// Keep leaves the scratch tables in place for inspection.
 	Keep bool
 	// Seed makes the key orders and counter draws reproducible; zero picks

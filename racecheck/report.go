@@ -50,17 +50,24 @@ func WriteTable(w io.Writer, reports []Report) error {
 			// Right-aligned numbers; the name and verdict are padded
 			// to a fixed width so they read left-aligned, and the
 			// errors trail unaligned.
-			fmt.Fprintf(tw, "%-17s\tattempted\tok\tops/s\tp50 ms\tp99 ms\tdup rows\tlost upd\tcreated-flag err\tretries\t %-7s\t errors\n", "strategy", "verdict")
+			fmt.Fprintf(tw, "%-18s\tattempted\tok\tops/s\tp50 ms\tp99 ms\tdup rows\tlost upd\tcreated-flag err\tretries\t %-7s\t errors\n", "strategy", "verdict")
 		}
 		verdict := "held"
 		if !r.Held() {
 			verdict = "BROKE"
 		}
-		fmt.Fprintf(tw, "%-17s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t%d\t%d\t%d\t %-7s\t %s\n",
-			r.Strategy, r.Attempted, r.OK, r.OpsPerSec, r.P50ms, r.P99ms, r.Duplicates, r.LostUpdates, r.CreatedFlagErrors, r.Retries, verdict, errorsCell(r.Errors))
+		name := r.Strategy
+		if r.NoUnique {
+			name += "*"
+		}
+		fmt.Fprintf(tw, "%-18s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t%d\t%d\t%d\t %-7s\t %s\n",
+			name, r.Attempted, r.OK, r.OpsPerSec, r.P50ms, r.P99ms, r.Duplicates, r.LostUpdates, r.CreatedFlagErrors, r.Retries, verdict, errorsCell(r.Errors))
 	}
 	flush()
 	var notes []string
+	if slices.ContainsFunc(reports, func(r Report) bool { return r.NoUnique }) {
+		notes = append(notes, "  * table without a unique index on the key (--no-unique)")
+	}
 	for _, r := range reports {
 		if msg, ok := r.Samples["other"]; ok {
 			notes = append(notes, fmt.Sprintf("  %s/%s other error, e.g.: %s", r.Workload, r.Strategy, msg))

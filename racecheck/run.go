@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,9 @@ type Report struct {
 	Procs     int    `json:"procs"`
 	Isolation string `json:"isolation"` // "rc", "rr" or "serializable": what the transactions ran at
 	InTx      bool   `json:"in_tx"`
+	// NoUnique is true when the strategy's table had no unique index on
+	// the key (Config.NoUnique). Not part of the JSON line.
+	NoUnique bool `json:"-"`
 	// Attempted and OK count operations; an operation that failed after
 	// its retries is attempted and not OK.
 	Attempted int64   `json:"attempted"`
@@ -35,7 +39,8 @@ type Report struct {
 	// Duplicates counts rows beyond the first for any key.
 	Duplicates int64 `json:"duplicates"`
 	// LostUpdates is the increments callers were told succeeded minus the
-	// sum stored (counter workload; 0 elsewhere).
+	// sum stored (counter workload; 0 elsewhere). It is negative when
+	// duplicate rows made one increment count several times (NoUnique).
 	LostUpdates int64 `json:"lost_updates"`
 	// CreatedFlagErrors counts keys for which not exactly one caller was
 	// told it created the row.
@@ -182,16 +187,24 @@ func newScratch(x *database) *scratch {
 // table creates the scratch table for strategy: the shape of a typical
 // tags or counters table, with the unique index on name that getorcreate
 // (and insert-catch) depend on.
-func (s *scratch) table(ctx context.Context, what string) (string, error) {
+//
+// Without unique, name has no unique index, as on many real tables: then
+// the naive strategies' race shows as duplicate rows instead of
+// duplicate-key errors.
+func (s *scratch) table(ctx context.Context, what string, unique bool) (string, error) {
 	name := s.prefix + "_" + strings.ReplaceAll(what, "-", "_")
+	u := " UNIQUE"
+	if !unique {
+		u = ""
+	}
 	var ddl []string
 	switch s.x.kind {
 	case "sqlite":
-		ddl = []string{`CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, count INTEGER NOT NULL DEFAULT 0)`}
+		ddl = []string{`CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT NOT NULL` + u + `, count INTEGER NOT NULL DEFAULT 0)`}
 	case "postgres":
-		ddl = []string{`CREATE TABLE %s (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, count BIGINT NOT NULL DEFAULT 0)`}
+		ddl = []string{`CREATE TABLE %s (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL` + u + `, count BIGINT NOT NULL DEFAULT 0)`}
 	default:
-		ddl = []string{`CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) NOT NULL UNIQUE, count BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB`}
+		ddl = []string{`CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) NOT NULL` + u + `, count BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB`}
 	}
 	if what == "pin" {
 		ddl = []string{`CREATE TABLE %s (id INTEGER PRIMARY KEY)`, `INSERT INTO %s (id) VALUES (1)`}
@@ -259,12 +272,14 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 		// A drop that fails is reported with whatever ended the run.
 		err = errors.Join(err, sc.drop(""))
 	}()
-	pin, err := sc.table(ctx, "pin")
+	pin, err := sc.table(ctx, "pin", true)
 	if err != nil {
 		return nil, err
 	}
 	for i, strategy := range cfg.Strategies {
-		table, err := sc.table(ctx, strategy)
+		// getorcreate refuses a table without the unique index (it is
+		// what makes get-or-create safe), so NoUnique spares its table.
+		table, err := sc.table(ctx, strategy, !cfg.NoUnique || strategy == GetOrCreate)
 		if err != nil {
 			return reports, err
 		}
@@ -284,11 +299,11 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 		}
 		rep := Report{Strategy: strategy, Workload: cfg.Workload, DB: x.name, Workers: cfg.Workers, Procs: cfg.Procs,
 			Isolation: iso, InTx: cfg.InTx, Attempted: st.Attempted, OK: st.OK, Errors: st.Errors, Retries: st.Retries,
-			Samples: st.Samples, Elapsed: elapsed}
+			Samples: st.Samples, Elapsed: elapsed, NoUnique: cfg.NoUnique && strategy != GetOrCreate}
 		if elapsed > 0 {
-			rep.OpsPerSec = float64(st.OK) / elapsed.Seconds()
+			rep.OpsPerSec = round(float64(st.OK)/elapsed.Seconds(), 1)
 		}
-		rep.P50ms, rep.P99ms = percentile(st.LatMS, 0.50), percentile(st.LatMS, 0.99)
+		rep.P50ms, rep.P99ms = round(percentile(st.LatMS, 0.50), 3), round(percentile(st.LatMS, 0.99), 3)
 		if err := check(ctx, x, table, cfg.Workload == Counter, st, &rep); err != nil {
 			return reports, fmt.Errorf("%s: checking the table: %w", strategy, err)
 		}
@@ -390,6 +405,13 @@ func check(ctx context.Context, x *database, table string, counter bool, st stat
 		}
 	}
 	return nil
+}
+
+// round rounds f to n decimals: microseconds are the clock's honest
+// precision here, and JSON readers need no more.
+func round(f float64, n int) float64 {
+	p := math.Pow(10, float64(n))
+	return math.Round(f*p) / p
 }
 
 // percentile is the nearest-rank percentile of ms, sorting it.

@@ -3,7 +3,7 @@
 //
 //	racecheck                 demo on a temporary SQLite database
 //	racecheck run --db DSN [--workload storm|keys|counter] [--strategy LIST] [--workers N] [--procs P]
-//	              [--duration D | --rounds R] [--isolation rc|rr|serializable] [--in-tx] [--json] [--keep]
+//	              [--duration D | --rounds R] [--isolation rc|rr|serializable] [--in-tx] [--json] [--keep] [--no-unique]
 //	racecheck doctor --db DSN --table T --key col[,col...] [--json]
 //
 // It exits 0 when getorcreate held every invariant (doctor: when nothing is
@@ -31,7 +31,7 @@ import (
 const usage = `usage:
   racecheck                  demo: storm and counter on a temporary SQLite database
   racecheck run --db DSN [--workload storm|keys|counter] [--strategy LIST] [--workers N] [--procs P]
-                [--duration D | --rounds R] [--isolation rc|rr|serializable] [--in-tx] [--json] [--keep]
+                [--duration D | --rounds R] [--isolation rc|rr|serializable] [--in-tx] [--json] [--keep] [--no-unique]
   racecheck doctor --db DSN --table T --key col[,col...] [--json]
 DSN: sqlite:PATH, postgres://user@host:port/db?..., mysql://user:pass@host:port/db?... (MariaDB too)
 exit status: 0 getorcreate held (doctor: nothing unsafe), 1 it did not, 2 bad usage or unreachable database`
@@ -106,6 +106,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Isolation, "isolation", "", "rc, rr or serializable (default: the database's)")
 	fs.BoolVar(&cfg.InTx, "in-tx", false, "run each operation inside a caller's transaction")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch tables")
+	fs.BoolVar(&cfg.NoUnique, "no-unique", false, "no unique index on the key, except for getorcreate: naive races leave duplicate rows")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed for key orders and counter draws")
 	fs.BoolVar(&asJSON, "json", false, "one JSON object per strategy per line")
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
