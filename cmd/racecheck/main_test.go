@@ -210,4 +210,3 @@ func assertNoScratch(t *testing.T, db string) {
 		t.Errorf("scratch tables left behind: %v", n)
 	}
 }
-
