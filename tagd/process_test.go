@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -193,6 +194,12 @@ func TestProcessesStampede(t *testing.T) {
 		for c := range clients {
 			wg.Go(func() {
 				base := procs[c%len(procs)].url
+				// Open the connection before the barrier, so the POSTs
+				// leave together instead of behind 64 TCP handshakes.
+				if res, err := hc.Get(base + "/healthz"); err == nil {
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
 				<-start
 				for i := range tags {
 					b, _ := json.Marshal(map[string]string{"name": spell(i, c)})
@@ -298,7 +305,17 @@ func TestProcessesStampede(t *testing.T) {
 				t.Errorf("new item tag %q: count %d, created by %d answers; want 1 and 1", k, got[k].Count, putCreated[k])
 			}
 		}
-		t.Logf("%d clients, 3 processes: %d submissions per tag, all exact", clients, ok[key(0)])
+		// Each process counted its own creations; together, one per tag.
+		var createdTotal, retried int
+		for _, p := range procs {
+			m := string(do(t, hc, "GET", p.url+"/metrics", "", "").Body)
+			createdTotal += metricValue(t, m, `tagd_getorcreate_total{outcome="created"}`)
+			retried += metricValue(t, m, "tagd_getorcreate_retried_total")
+		}
+		if createdTotal != tags+2 {
+			t.Errorf("the processes' metrics count %d creations, want %d", createdTotal, tags+2)
+		}
+		t.Logf("%d clients, 3 processes: %d submissions per tag, all exact; %d calls retried", clients, ok[key(0)], retried)
 	})
 }
 
@@ -311,7 +328,7 @@ func TestShutdownLosesNothing(t *testing.T) {
 		p := startProc(t, d.DSN, pfx)
 		const clients = 16
 		var acked, inDoubt [4]atomic.Int64
-		var refused atomic.Int64
+		var refused, sigterm, ackedLate atomic.Int64
 		var wg sync.WaitGroup
 		hc := client(clients)
 		stop := make(chan struct{})
@@ -337,14 +354,31 @@ func TestShutdownLosesNothing(t *testing.T) {
 					res.Body.Close()
 					if res.StatusCode/100 == 2 {
 						acked[tag].Add(1)
+						if at := sigterm.Load(); at != 0 && time.Now().UnixNano() > at+int64(200*time.Millisecond) {
+							ackedLate.Add(1)
+						}
 					}
 				}
 			})
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
+		// Hold a lock the submissions of "shutdown 0" need (on SQLite, the
+		// write lock), so some are surely in flight when SIGTERM arrives;
+		// they must finish and be answered after it.
+		tx, err := d.SQL.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec("UPDATE " + pfx + "tags SET count = count WHERE tag_key = 'shutdown 0'"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
+		sigterm.Store(time.Now().UnixNano())
+		time.Sleep(300 * time.Millisecond)
+		tx.Rollback()
 		select {
 		case err := <-p.done:
 			p.done <- err
@@ -370,10 +404,29 @@ func TestShutdownLosesNothing(t *testing.T) {
 		if total < 20 {
 			t.Fatalf("only %d acknowledged submissions: the load did not run", total)
 		}
+		if ackedLate.Load() == 0 {
+			t.Fatal("no request held across SIGTERM was answered: in-flight requests were not finished")
+		}
 		b, _ := os.ReadFile(p.log)
 		if !strings.Contains(string(b), "clean shutdown") {
 			t.Fatalf("no clean shutdown in the log:\n%s", b)
 		}
-		t.Logf("%d acknowledged submissions, all counted; %d refused after shutdown", total, refused.Load())
+		t.Logf("%d acknowledged submissions, all counted, %d of them answered >200ms after SIGTERM; %d refused after shutdown", total, ackedLate.Load(), refused.Load())
 	})
+}
+
+// metricValue returns the integer value of the sample named exactly name.
+func metricValue(t *testing.T, metrics, name string) int {
+	t.Helper()
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no metric %s in\n%s", name, metrics)
+	return 0
 }
