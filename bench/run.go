@@ -67,6 +67,7 @@ type Result struct {
 	P50, P99                  time.Duration
 	Errors                    int64  // errors returned to the caller
 	ErrSample                 string // the first error
+	Created                   int64  // calls that said they created the row
 	Dup                       int64  // extra creations: duplicate rows, or calls claiming to create a row that existed or that another call created
 	DupKnown                  bool
 	Lost                      int64 // update workloads: successful increments missing from the table
@@ -88,12 +89,6 @@ func OpenEnv(ctx context.Context, dsnStr string) (*Env, error) {
 	db, p, err := dsn.Open(ctx, dsnStr)
 	if err != nil {
 		return nil, err
-	}
-	if p.Kind == "sqlite" {
-		// dsn.Open caps SQLite at 8 connections but leaves database/sql's
-		// default of 2 idle ones, so beyond 2 workers connections are
-		// opened and closed on every call. Keep them all open.
-		db.SetMaxIdleConns(8)
 	}
 	e := &Env{Kind: p.Kind, DB: db}
 	var d gorm.Dialector
@@ -174,8 +169,8 @@ func Run(ctx context.Context, e *Env, cfg Config) ([]Result, error) {
 			}
 			for _, r := range group {
 				if cfg.Log != nil {
-					fmt.Fprintf(cfg.Log, "%-8s %-8s %2d %-20s %9.0f ops/s p99 %7.2fms dup %s lost %s err %d %s\n",
-						r.Kind, r.Workload, r.Workers, r.Contender, r.OpsPerSec(), ms(r.P99),
+					fmt.Fprintf(cfg.Log, "%-8s %-8s %2d %-20s %9.0f ops/s ×%.2f p99 %7.2fms created %d dup %s lost %s err %d %s\n",
+						r.Kind, r.Workload, r.Workers, r.Contender, r.OpsPerSec(), r.Ratio, ms(r.P99), r.Created,
 						count(r.Dup, r.DupKnown), count(r.Lost, r.LostKnown), r.Errors, r.ErrSample)
 				}
 			}
@@ -442,6 +437,9 @@ func check(ctx context.Context, e *Env, c *cell) error {
 	res.Dup = rows - keys
 	if res.Workload == Existing {
 		res.Dup += rows - NumKeys
+	}
+	for _, v := range claims {
+		res.Created += int64(v)
 	}
 	if res.DupKnown {
 		for _, v := range claims {

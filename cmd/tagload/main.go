@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -92,6 +93,7 @@ func main() {
 		keys     = flag.Int("keys", 1000, "distinct tags the submissions pick from, uniformly")
 		url      = flag.String("url", "", "tagd to load instead of one started here (it must use --db's database)")
 		keep     = flag.Bool("keep", false, "keep the tables")
+		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the HTTP phase to this file")
 	)
 	flag.Parse()
 	ctx := context.Background()
@@ -165,6 +167,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tagload: --url given: counts are not checked (the server's tables are unknown here)")
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *clients, MaxConnsPerHost: *clients}}
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer f.Close()
+		}
+	}
 	httpRes := drive("tagd POST /api/tags", *clients, *duration, func(ctx context.Context, rng *rand.Rand) error {
 		body := []byte(`{"name":"` + name(rng) + `"}`)
 		res, err := hc.Post(base+"/api/tags", "application/json", bytes.NewReader(body))
@@ -178,6 +187,7 @@ func main() {
 		}
 		return nil
 	})
+	pprof.StopCPUProfile()
 	if stop != nil {
 		stop()
 		if err := <-served; err != nil {

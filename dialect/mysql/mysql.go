@@ -351,10 +351,31 @@ func writeMarkerAndUpdates(b *dialect.Builder, t *dialect.Table, s *dialect.Shap
 	b.Ident(k)
 	b.WriteString("), ")
 	var guard func(*dialect.Builder)
-	if len(t.OtherUnique) > 0 {
+	if otherCanConflict(t, s) {
 		guard = mine
 	}
 	b.Assignments(s.Updates, guard)
+}
+
+// otherCanConflict reports whether an insert of this shape can collide on a
+// unique index other than the key: any other index does, except one made
+// only of AUTO_INCREMENT columns that the insert leaves to the database.
+func otherCanConflict(t *dialect.Table, s *dialect.Shape) bool {
+	inserted := map[string]bool{}
+	for _, pos := range s.Insert {
+		inserted[t.Columns[pos]] = true
+	}
+	for _, ix := range t.OtherUnique {
+		generated := len(ix.Columns) > 0
+		for _, c := range ix.Columns {
+			col := t.Schema.Column(c)
+			generated = generated && col != nil && col.Identity && !inserted[c]
+		}
+		if !generated {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +28,18 @@ func main() {
 	pg := flag.String("postgres", envOr("GETORCREATE_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL DSN")
 	my := flag.String("mysql", envOr("GETORCREATE_MYSQL", "mysql://root@127.0.0.1:3306/test"), "MariaDB/MySQL DSN")
 	sqlitePath := flag.String("sqlite", "", "SQLite file (default a fresh temporary file)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (client side) to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	cfg := bench.Config{
 		Workloads:  split(*workloads),
@@ -109,6 +121,7 @@ func envOr(k, def string) string {
 }
 
 func fail(err error) {
+	pprof.StopCPUProfile()
 	fmt.Fprintln(os.Stderr, "goc-bench:", err)
 	os.Exit(1)
 }
