@@ -89,10 +89,11 @@ func main() {
 	var (
 		dbDSN    = flag.String("db", "sqlite:tagload.db", "database DSN: sqlite:PATH, postgres://..., mysql://...")
 		clients  = flag.Int("clients", 64, "concurrent callers in each phase")
-		duration = flag.Duration("duration", 10*time.Second, "length of each phase")
+		duration = flag.Duration("duration", 5*time.Second, "length of each phase in each round")
 		keys     = flag.Int("keys", 1000, "distinct tags the submissions pick from, uniformly")
 		url      = flag.String("url", "", "tagd to load instead of one started here (it must use --db's database)")
 		keep     = flag.Bool("keep", false, "keep the tables")
+		rounds   = flag.Int("rounds", 3, "rounds of both phases, alternating")
 		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the HTTP phase to this file")
 	)
 	flag.Parse()
@@ -106,42 +107,35 @@ func main() {
 	b := make([]byte, 3)
 	crand.Read(b)
 	run := "tagload_" + hex.EncodeToString(b)
-	var stores []*tagd.Store
+	var tables []string // to drop at the end
 	defer func() {
 		if *keep {
 			return
 		}
-		for _, s := range stores {
-			for _, t := range s.Tables() {
-				db.Exec("DROP TABLE IF EXISTS " + t)
-			}
+		for _, t := range tables {
+			db.Exec("DROP TABLE IF EXISTS " + t)
 		}
 	}()
 	name := func(rng *rand.Rand) string { return fmt.Sprintf("tag-%d", rng.IntN(*keys)) }
 
-	// Phase 1: the library, straight on the database.
+	// The library phase works straight on tables of its own.
 	lib, err := tagd.OpenStore(ctx, db, parsed.Kind, run+"_lib_")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tagload:", err)
 		os.Exit(1)
 	}
-	stores = append(stores, lib)
+	tables = append(tables, lib.Tables()...)
 	table, err := getorcreate.Open[tagd.Tag](ctx, db, run+"_lib_tags", "tag_key")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tagload:", err)
 		os.Exit(1)
 	}
-	libRes := drive("library UpdateOrCreate", *clients, *duration, func(ctx context.Context, rng *rand.Rand) error {
-		n := name(rng)
-		now := time.Now().UTC()
-		_, err := table.UpdateOrCreate(ctx, tagd.Tag{Key: n, Name: n, Count: 1, CreatedAt: now, UpdatedAt: now},
-			getorcreate.Add("count", 1), getorcreate.Set("updated_at", now))
-		return err
-	})
-
-	// Phase 2: tagd over HTTP.
+	// The HTTP phase loads a tagd with tables of its own too.
 	base := *url
 	pfx := run + "_http_"
+	if base == "" {
+		tables = append(tables, pfx+"item_tags", pfx+"tags", pfx+"tagd_schema")
+	}
 	var stop context.CancelFunc
 	var served chan error
 	if base == "" {
@@ -167,27 +161,52 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tagload: --url given: counts are not checked (the server's tables are unknown here)")
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *clients, MaxConnsPerHost: *clients}}
-	if *cpuprof != "" {
-		f, err := os.Create(*cpuprof)
-		if err == nil {
-			pprof.StartCPUProfile(f)
-			defer f.Close()
-		}
-	}
-	httpRes := drive("tagd POST /api/tags", *clients, *duration, func(ctx context.Context, rng *rand.Rand) error {
-		body := []byte(`{"name":"` + name(rng) + `"}`)
-		res, err := hc.Post(base+"/api/tags", "application/json", bytes.NewReader(body))
-		if err != nil {
+	libPhase := func() result {
+		return drive("library UpdateOrCreate", *clients, *duration, func(ctx context.Context, rng *rand.Rand) error {
+			n := name(rng)
+			now := time.Now().UTC()
+			_, err := table.UpdateOrCreate(ctx, tagd.Tag{Key: n, Name: n, Count: 1, CreatedAt: now, UpdatedAt: now},
+				getorcreate.Add("count", 1), getorcreate.Set("updated_at", now))
 			return err
+		})
+	}
+
+	httpPhase := func() result {
+		return drive("tagd POST /api/tags", *clients, *duration, func(ctx context.Context, rng *rand.Rand) error {
+			body := []byte(`{"name":"` + name(rng) + `"}`)
+			res, err := hc.Post(base+"/api/tags", "application/json", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			defer res.Body.Close()
+			io.Copy(io.Discard, res.Body)
+			if res.StatusCode/100 != 2 {
+				return fmt.Errorf("status %d", res.StatusCode)
+			}
+			return nil
+		})
+	}
+	// Rounds alternate the phases, and the ratio is the median of the
+	// rounds' ratios: on a shared machine, load from others then hits both
+	// phases alike.
+	var libRes, httpRes result
+	var ratios []float64
+	for r := range *rounds {
+		l := libPhase()
+		if r == 0 && *cpuprof != "" {
+			if f, err := os.Create(*cpuprof); err == nil {
+				pprof.StartCPUProfile(f)
+				defer f.Close()
+			}
 		}
-		defer res.Body.Close()
-		io.Copy(io.Discard, res.Body)
-		if res.StatusCode/100 != 2 {
-			return fmt.Errorf("status %d", res.StatusCode)
+		h := httpPhase()
+		if r == 0 {
+			pprof.StopCPUProfile()
 		}
-		return nil
-	})
-	pprof.StopCPUProfile()
+		ratios = append(ratios, h.rate()/l.rate())
+		libRes, httpRes = merge(libRes, l), merge(httpRes, h)
+	}
+	slices.Sort(ratios)
 	if stop != nil {
 		stop()
 		if err := <-served; err != nil {
@@ -205,8 +224,8 @@ func main() {
 		}
 		return "counts == acknowledged"
 	}
-	fmt.Printf("tagload %s, db %s, %d clients, %v per phase, %d keys, GOMAXPROCS=%d\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), parsed.Kind, *clients, *duration, *keys, runtimeProcs())
+	fmt.Printf("tagload %s, db %s, %d clients, %d rounds of %v per phase, %d keys, GOMAXPROCS=%d\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), parsed.Kind, *clients, *rounds, *duration, *keys, runtimeProcs())
 	fmt.Printf("%-24s %10s %9s %9s %7s  %s\n", "phase", "subm/s", "p50", "p99", "errors", "check")
 	libCheck := check(run+"_lib_tags", libRes.ok)
 	httpCheck := "not checked"
@@ -219,7 +238,18 @@ func main() {
 	}{{libRes, libCheck}, {httpRes, httpCheck}} {
 		fmt.Printf("%-24s %10.0f %9s %9s %7d  %s\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failed, r.check)
 	}
-	fmt.Printf("ratio tagd/library: %.2f\n", httpRes.rate()/libRes.rate())
+	fmt.Printf("ratio tagd/library: %.2f (median of %d rounds: %.2f)\n", ratios[len(ratios)/2], len(ratios), ratios)
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// merge pools two runs of a phase.
+func merge(a, b result) result {
+	a.name = b.name
+	a.ok += b.ok
+	a.failed += b.failed
+	a.elapsed += b.elapsed
+	a.lat = append(a.lat, b.lat...)
+	slices.Sort(a.lat)
+	return a
+}
