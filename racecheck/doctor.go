@@ -306,7 +306,13 @@ func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column,
 			if c.Nullable {
 				null = ""
 			}
-			fix = fmt.Sprintf("ALTER TABLE %s MODIFY %s %s COLLATE utf8mb4_bin%s; (or a *_nopad_bin collation to make trailing spaces count) -- or %s", x.d.Quote(diag.Table), x.d.Quote(c.Name), c.Type, null, fix)
+			// Binary and NO PAD: bytes decide, trailing spaces count
+			// (MariaDB's utf8mb4_bin is still PAD SPACE).
+			bin := "utf8mb4_0900_bin"
+			if x.name == "mariadb" {
+				bin = "utf8mb4_nopad_bin"
+			}
+			fix = fmt.Sprintf("ALTER TABLE %s MODIFY %s %s CHARACTER SET utf8mb4 COLLATE %s%s; -- or normalize keys the same way before using them as Go map or cache keys", x.d.Quote(diag.Table), x.d.Quote(c.Name), c.Type, bin, null)
 		}
 		diag.add(Warn, "collation", fmt.Sprintf("key column %s, collation %s: %s. These are one key to the database: get-or-create returns the stored spelling, and a cache or map keyed by the raw Go string disagrees with it", c.Name, coll, strings.Join(same, ", ")), fix)
 	}
