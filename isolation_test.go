@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/internal/testdb"
@@ -16,7 +17,7 @@ import (
 // levels are the isolation levels of the matrix, per database kind.
 var levels = map[string][]sql.IsolationLevel{
 	"postgres": {sql.LevelReadCommitted, sql.LevelRepeatableRead, sql.LevelSerializable},
-	"mysql":    {sql.LevelReadCommitted, sql.LevelRepeatableRead},
+	"mysql":    {sql.LevelReadCommitted, sql.LevelRepeatableRead, sql.LevelSerializable},
 }
 
 // sessionDefault returns the DSN with the session's default isolation set,
@@ -86,6 +87,13 @@ func TestIsolationOwnTx(t *testing.T) {
 func TestIsolationCallerTx(t *testing.T) {
 	testdb.EachOf(t, []string{"postgres", "mysql", "mysql-noreturning"}, func(t *testing.T, db *testdb.DB) {
 		for _, iso := range levels[db.Kind] {
+			if db.Kind == "mysql" && iso == sql.LevelSerializable {
+				// The pinning SELECT takes shared next-key locks under
+				// InnoDB SERIALIZABLE, so the competitor's insert would wait
+				// for this transaction: the cell cannot be staged. The
+				// caller-transaction stampede below covers the level.
+				continue
+			}
 			for _, op := range []string{"GetOrCreateTx", "UpdateOrCreateTx"} {
 				t.Run(iso.String()+"/"+op, func(t *testing.T) {
 					ctx := context.Background()
@@ -176,7 +184,15 @@ func TestIsolationCallerTxStampede(t *testing.T) {
 						v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
 							var res getorcreate.Result[Tag]
 							attempts := 0
-							err := getorcreate.RunTx(ctx, db.SQL, &sql.TxOptions{Isolation: iso}, func(tx *sql.Tx) error {
+							policy := getorcreate.DefaultRetry
+							if db.Kind == "mysql" && iso == sql.LevelSerializable {
+								// InnoDB SERIALIZABLE makes the pinning SELECT a
+								// shared read lock on the whole table, so 64 such
+								// transactions inserting deadlock each other over
+								// and over: they need more retries to get through.
+								policy = getorcreate.RetryPolicy{MaxRetries: 200, BaseDelay: 5 * time.Millisecond, MaxDelay: time.Second}
+							}
+							err := getorcreate.RunTxPolicy(ctx, db.SQL, &sql.TxOptions{Isolation: iso}, policy, func(tx *sql.Tx) error {
 								attempts++
 								if _, err := tx.ExecContext(ctx, "SELECT COUNT(*) FROM "+table); err != nil {
 									return err
