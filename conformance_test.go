@@ -2,6 +2,7 @@ package getorcreate_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -114,6 +115,42 @@ func TestUpdateOrCreate(t *testing.T) {
 		}
 		if r.Created || r.Row.Count != 11 || r.Row.ID != id {
 			t.Fatalf("no-op update: %+v", r)
+		}
+	})
+}
+
+func TestGetOrCreateFunc(t *testing.T) {
+	testdb.EachOf(t, testdb.Kinds(true), func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		tags, _ := openTags(t, db)
+		calls := 0
+		create := func(row *Tag) error {
+			calls++
+			row.Count = 42
+			row.Note = ptr("computed")
+			return nil
+		}
+		r, err := tags.GetOrCreateFunc(ctx, Tag{Name: "lazy"}, create)
+		if err != nil || !r.Created || r.Row.Count != 42 || *r.Row.Note != "computed" || calls != 1 {
+			t.Fatalf("create path: %+v %v, %d calls", r, err, calls)
+		}
+		r, err = tags.GetOrCreateFunc(ctx, Tag{Name: "lazy"}, create)
+		if err != nil || r.Created || r.Row.Count != 42 || calls != 1 {
+			t.Fatalf("existing row must not call create: %+v %v, %d calls", r, err, calls)
+		}
+		conn, err := db.SQL.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		r, err = tags.GetOrCreateFuncTx(ctx, conn, Tag{Name: "lazy2"}, create)
+		if err != nil || !r.Created || calls != 2 || r.Attempts != 1 {
+			t.Fatalf("Tx form: %+v %v, %d calls", r, err, calls)
+		}
+		boom := errors.New("boom")
+		_, err = tags.GetOrCreateFunc(ctx, Tag{Name: "never"}, func(*Tag) error { return boom })
+		if !errors.Is(err, boom) {
+			t.Fatalf("create's error must come back: %v", err)
 		}
 	})
 }
