@@ -332,6 +332,11 @@ func TestShutdownLosesNothing(t *testing.T) {
 		var wg sync.WaitGroup
 		hc := client(clients)
 		stop := make(chan struct{})
+		// The row the test locks below must exist before the load starts.
+		if a := postTag(t, p.url, "shutdown 0"); a.Status != 201 {
+			t.Fatalf("%d %s", a.Status, a.Body)
+		}
+		acked[0].Add(1)
 		for c := range clients {
 			wg.Go(func() {
 				for n := 0; ; n++ {
