@@ -121,6 +121,11 @@ func TestAPI(t *testing.T) {
 			if !slices.Equal(keys, want) {
 				t.Fatalf("pages gave %v, want %v", keys, want)
 			}
+			var under tagd.ListAnswer
+			do(t, nil, "GET", base+"/api/tags?prefix=P_", "", "").json(t, &under)
+			if len(under.Tags) != 1 || under.Tags[0].Key != "p_under" {
+				t.Fatalf("prefix P_ matched %+v, want only p_under", under.Tags)
+			}
 			var l tagd.ListAnswer
 			do(t, nil, "GET", base+"/api/tags", "", "").json(t, &l)
 			if len(l.Tags) != 13 || l.Tags[0].Key != "p-5" || l.Next != "" {
