@@ -21,11 +21,11 @@ var Workloads = []string{Storm, Keys, Counter}
 
 // Strategy names.
 const (
-	Naive           = "naive"
-	NaiveTx         = "naive-tx"
-	InsertCatch     = "insert-catch"
-	ReadModifyWrite = "read-modify-write"
-	GetOrCreate     = "getorcreate"
+	Naive           = "naive"             // SELECT, then INSERT if nothing was found
+	NaiveTx         = "naive-tx"          // the same inside BEGIN ... COMMIT
+	InsertCatch     = "insert-catch"      // Django's get_or_create: INSERT in a savepoint, on duplicate key one SELECT, else re-raise
+	ReadModifyWrite = "read-modify-write" // the ORM counter: SELECT count, UPDATE count = read + 1
+	GetOrCreate     = "getorcreate"       // this library
 )
 
 // Strategies lists every strategy, in the order reports show them.
@@ -65,7 +65,9 @@ type Config struct {
 	Duration time.Duration
 	// Isolation is "rc", "rr", "serializable" or "" for the database's
 	// default. It applies to every transaction the strategies open: the
-	// caller's with InTx, else naive-tx's and insert-catch's own.
+	// caller's with InTx, else naive-tx's and insert-catch's own
+	// (getorcreate's own transactions are the library's business). SQLite
+	// ignores it.
 	Isolation string
 	// InTx runs each operation inside a caller-owned transaction at
 	// Isolation, whose snapshot a first SELECT pins, as a web framework
@@ -134,8 +136,9 @@ func defaultRounds(workload string) int {
 }
 
 // DefaultWorkers is the number of workers the command runs by default:
-// enough to make every naive strategy fail on each run, few enough for a
-// small server's connection limit (PostgreSQL's default is 100).
+// enough for the naive strategies to show the race on every run on this
+// project's 2-core machine, few enough for a small server's connection
+// limit (PostgreSQL's default is 100).
 const DefaultWorkers = 16
 
 // counterOpsPerRound is how many increments each worker makes per counter

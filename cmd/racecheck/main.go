@@ -112,8 +112,10 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
-	if strategies != "" {
-		cfg.Strategies = strings.Split(strategies, ",")
+	for _, s := range strings.Split(strategies, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.Strategies = append(cfg.Strategies, s)
+		}
 	}
 	if !asJSON {
 		cfg.Progress = progressBar(stdout, stderr)
@@ -212,8 +214,10 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return code
 	}
 	var cols []string
-	if key != "" {
-		cols = strings.Split(key, ",")
+	for _, c := range strings.Split(key, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cols = append(cols, c)
+		}
 	}
 	d, err := racecheck.Doctor(ctx, db, table, cols)
 	if err != nil {
