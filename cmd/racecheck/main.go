@@ -40,6 +40,10 @@ func main() {
 	if racecheck.IsWorker() {
 		os.Exit(racecheck.WorkerMain(context.Background(), os.Stdin, os.Stdout))
 	}
+	// A closed stdout (racecheck | head) must not kill the process before
+	// it has dropped its scratch tables and removed the demo's directory:
+	// writes then fail with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -136,7 +140,9 @@ func finish(stdout, stderr io.Writer, reports []racecheck.Report, asJSON bool) i
 		err = racecheck.WriteTable(stdout, reports)
 	}
 	if err != nil {
-		return fail(stderr, err)
+		// Not a finding: exit 1 is kept for "getorcreate broke".
+		fail(stderr, err)
+		return 2
 	}
 	if !racecheck.Held(reports) {
 		fmt.Fprintln(stderr, "racecheck: getorcreate broke an invariant (see the BROKE rows)")
