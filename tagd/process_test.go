@@ -234,61 +234,75 @@ func TestProcessesStampede(t *testing.T) {
 		close(start)
 		wg.Wait()
 
-		// Then all clients attach the same tags to one item: two new tags and
-		// two from above. Each tag must count once, whoever wins.
-		item := "item-" + run
-		itemTags := []string{"fresh " + run + " a", "FRESH " + run + " b", key(0), strings.ToUpper(key(1))}
-		body, _ := json.Marshal(map[string][]string{"tags": itemTags})
-		attached := map[string]int{}
-		putCreated := map[string]int{}
-		start = make(chan struct{})
-		for c := range clients {
-			wg.Go(func() {
-				base := procs[c%len(procs)].url
-				<-start
-				req, _ := http.NewRequest("PUT", base+"/api/items/"+item+"/tags", strings.NewReader(string(body)))
-				req.Header.Set("Content-Type", "application/json")
-				res, err := hc.Do(req)
-				if err != nil {
+		// putAll has every client PUT tags to item(c), all at once, and
+		// counts per key the answers that attached and that created it.
+		putAll := func(item func(c int) string, tags []string) (attached, created map[string]int) {
+			body, _ := json.Marshal(map[string][]string{"tags": tags})
+			attached, created = map[string]int{}, map[string]int{}
+			start := make(chan struct{})
+			for c := range clients {
+				wg.Go(func() {
+					base := procs[c%len(procs)].url
+					<-start
+					req, _ := http.NewRequest("PUT", base+"/api/items/"+item(c)+"/tags", strings.NewReader(string(body)))
+					req.Header.Set("Content-Type", "application/json")
+					res, err := hc.Do(req)
+					if err != nil {
+						mu.Lock()
+						other = append(other, err.Error())
+						mu.Unlock()
+						return
+					}
+					var a tagd.ItemAnswer
+					json.NewDecoder(res.Body).Decode(&a)
+					res.Body.Close()
 					mu.Lock()
-					other = append(other, err.Error())
-					mu.Unlock()
-					return
-				}
-				var a tagd.ItemAnswer
-				json.NewDecoder(res.Body).Decode(&a)
-				res.Body.Close()
-				mu.Lock()
-				defer mu.Unlock()
-				if res.StatusCode != 200 {
-					other = append(other, fmt.Sprintf("PUT status %d", res.StatusCode))
-					return
-				}
-				for _, tg := range a.Tags {
-					if tg.Attached {
-						attached[tg.Key]++
+					defer mu.Unlock()
+					if res.StatusCode != 200 {
+						other = append(other, fmt.Sprintf("PUT status %d", res.StatusCode))
+						return
 					}
-					if tg.Created {
-						putCreated[tg.Key]++
+					for _, tg := range a.Tags {
+						if tg.Attached {
+							attached[tg.Key]++
+						}
+						if tg.Created {
+							created[tg.Key]++
+						}
 					}
-				}
-			})
+				})
+			}
+			close(start)
+			wg.Wait()
+			return attached, created
 		}
-		close(start)
-		wg.Wait()
+		// All clients attach the same tags to one item: two new tags and two
+		// from above. Each tag must count once, whoever wins.
+		itemTags := []string{"fresh " + run + " a", "FRESH " + run + " b", key(0), strings.ToUpper(key(1))}
+		attached, putCreated := putAll(func(int) string { return "item-" + run }, itemTags)
+		// Every client attaches the same tags to an item of its own: the
+		// transactions overlap on the tag rows in every order the database
+		// allows, and each must count once.
+		perItem := []string{key(2), "fresh " + run + " c", strings.ToUpper(key(0))}
+		attachedEach, createdEach := putAll(func(c int) string { return fmt.Sprintf("item-%s-%d", run, c) }, perItem)
 
 		if len(other) > 0 {
 			t.Errorf("%d requests failed, e.g. %q", len(other), other[0])
 		}
 		got := rowsOf(t, d, pfx)
-		if len(got) != tags+2 {
-			t.Errorf("%d rows, want %d (one per tag)", len(got), tags+2)
+		if len(got) != tags+3 {
+			t.Errorf("%d rows, want %d (one per tag)", len(got), tags+3)
 		}
 		for i := range tags {
 			k := key(i)
 			want := int64(ok[k])
-			if i < 2 {
-				want++ // attached to the item once
+			switch i {
+			case 0:
+				want += 1 + clients // the shared item, and every client's own
+			case 1:
+				want++ // the shared item
+			case 2:
+				want += clients // every client's own item
 			}
 			if got[k].Count != want || created[k] != 1 {
 				t.Errorf("tag %q: count %d, want %d (2xx answers %d); 201 answers %d, want 1", k, got[k].Count, want, ok[k], created[k])
@@ -305,6 +319,15 @@ func TestProcessesStampede(t *testing.T) {
 				t.Errorf("new item tag %q: count %d, created by %d answers; want 1 and 1", k, got[k].Count, putCreated[k])
 			}
 		}
+		for _, name := range perItem {
+			k := strings.ToLower(name)
+			if attachedEach[k] != clients {
+				t.Errorf("tag %q attached to %d of the %d own items", k, attachedEach[k], clients)
+			}
+		}
+		if k := "fresh " + run + " c"; got[k].Count != clients || createdEach[k] != 1 {
+			t.Errorf("tag %q: count %d, created by %d answers; want %d and 1", k, got[k].Count, createdEach[k], clients)
+		}
 		// Each process counted its own creations; together, one per tag.
 		var createdTotal, retried int
 		for _, p := range procs {
@@ -312,8 +335,9 @@ func TestProcessesStampede(t *testing.T) {
 			createdTotal += metricValue(t, m, `tagd_getorcreate_total{outcome="created"}`)
 			retried += metricValue(t, m, "tagd_getorcreate_retried_total")
 		}
-		if createdTotal != tags+2 {
-			t.Errorf("the processes' metrics count %d creations, want %d", createdTotal, tags+2)
+		// Links are not tags: only tag creations count here.
+		if createdTotal != tags+3 {
+			t.Errorf("the processes' metrics count %d creations, want %d", createdTotal, tags+3)
 		}
 		t.Logf("%d clients, 3 processes: %d submissions per tag, all exact; %d calls retried", clients, ok[key(0)], retried)
 	})

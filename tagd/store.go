@@ -214,12 +214,19 @@ func (s *Store) Attach(ctx context.Context, item string, names []string) ([]Atta
 	}
 	var out []Attached
 	var outcomes []Outcome
+	attempts := 0
 	err = getorcreate.RunTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		attempts++ // RunTx reruns the whole function on a retryable error
 		t := now()
 		for i := range rows {
 			rows[i].CreatedAt, rows[i].UpdatedAt = t, t
 		}
-		got, err := s.tags.GetOrCreateManyTx(ctx, tx, rows)
+		// An update that changes nothing, rather than GetOrCreateManyTx:
+		// it write-locks the tag rows now, in the library's key order.
+		// Reading them here and writing their counts below would let two
+		// requests each hold a shared lock the other needs to upgrade, which
+		// MariaDB breaks as a deadlock.
+		got, err := s.tags.UpdateOrCreateManyTx(ctx, tx, rows, getorcreate.Add("count", 0))
 		if err != nil {
 			return err
 		}
@@ -236,7 +243,7 @@ func (s *Store) Attach(ctx context.Context, item string, names []string) ([]Atta
 		var incAt []int
 		for i, r := range got {
 			out[i] = Attached{Tag: utc(r.Row), Created: r.Created, Attached: linked[i].Created}
-			outcomes[i] = Outcome{r.Created, r.Attempts}
+			outcomes[i] = Outcome{r.Created, attempts}
 			if linked[i].Created {
 				inc = append(inc, Tag{Key: r.Row.Key, Name: r.Row.Name, Count: 1, CreatedAt: t, UpdatedAt: t})
 				incAt = append(incAt, i)
