@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 
 	"github.com/getorcreate/getorcreate/dialect"
 )
@@ -16,8 +15,8 @@ type bulkPlan struct {
 	s         *dialect.Shape
 	single    *plan
 	returning bool
-	find      sync.Map // rows -> dialect.Stmt
-	insert    sync.Map // rows -> dialect.Stmt
+	find      dialect.StmtCache
+	insert    dialect.StmtCache
 	upsert    dialect.Stmt
 }
 
@@ -130,22 +129,13 @@ func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
 	return b.Stmt()
 }
 
-func cached(m *sync.Map, n int, build func(int) dialect.Stmt) dialect.Stmt {
-	if st, ok := m.Load(n); ok {
-		return st.(dialect.Stmt)
-	}
-	st := build(n)
-	m.Store(n, st)
-	return st
-}
-
 // GetOrCreateMany: one find for the chunk; one INSERT ... RETURNING for the
 // keys it did not find. A duplicate-key error there means another
 // transaction inserted one of them in between (the INSERT was rolled back
 // whole, MY-10): the remaining keys then go one by one through the
 // single-row path, whose locking read sees the winner's row.
 func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
-	find := cached(&p.find, len(b.Rows), func(n int) dialect.Stmt { return p.buildFind(n, false) })
+	find := p.find.Get(len(b.Rows), func(n int) dialect.Stmt { return p.buildFind(n, false) })
 	seen, err := dialect.ScanBatch(ctx, q, find.SQL, find.BatchArgs(b.Rows, nil), b.Rows, nil)
 	if err != nil {
 		return err
@@ -159,7 +149,7 @@ func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *di
 		for k, m := range miss {
 			rows[k] = b.Rows[m]
 		}
-		ins := cached(&p.insert, len(rows), p.buildInsert)
+		ins := p.insert.Get(len(rows), p.buildInsert)
 		err := scanInOrder(ctx, q, ins, rows, nil, nil)
 		if err == nil {
 			for _, m := range miss {

@@ -42,13 +42,7 @@ func (myDialect) Name() string { return "mysql" }
 // Quote quotes each dot-separated part of ident with backquotes.
 func (myDialect) Quote(ident string) string { return quote(ident) }
 
-func quote(ident string) string {
-	parts := strings.Split(ident, ".")
-	for i, p := range parts {
-		parts[i] = "`" + strings.ReplaceAll(p, "`", "``") + "`"
-	}
-	return strings.Join(parts, ".")
-}
+func quote(ident string) string { return dialect.QuoteWith(ident, '`') }
 
 func splitName(table string) (schema *string, name string) {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -61,7 +55,7 @@ func splitName(table string) (schema *string, name string) {
 func (d myDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
 	f := dialect.Features{Savepoints: true, MaxParams: 65535, LockingReadSuffix: " LOCK IN SHARE MODE"}
 	s := &dialect.Schema{Table: table}
-	if err := queryRows(ctx, q, `SELECT VERSION()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
+	if err := dialect.QueryEach(ctx, q, `SELECT VERSION()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
 		return nil, f, err
 	}
 	var maj, min int
@@ -78,7 +72,7 @@ func (d myDialect) Inspect(ctx context.Context, q dialect.Querier, table string)
 		f.UpdateNeedsTx = true
 	}
 	schema, name := splitName(table)
-	err := queryRows(ctx, q, `
+	err := dialect.QueryEach(ctx, q, `
 SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES',
        (COLUMN_DEFAULT IS NOT NULL AND COLUMN_DEFAULT <> 'NULL') OR EXTRA LIKE '%auto_increment%' OR EXTRA LIKE '%GENERATED%',
        EXTRA LIKE '%auto_increment%', COALESCE(COLLATION_NAME, '')
@@ -98,7 +92,7 @@ ORDER BY ORDINAL_POSITION`, []any{schema, name}, func(r dialect.Rows) error {
 	if len(s.Columns) == 0 {
 		return nil, f, dialect.ErrNoTable
 	}
-	err = queryRows(ctx, q, `
+	err = dialect.QueryEach(ctx, q, `
 SELECT INDEX_NAME, COLUMN_NAME, SUB_PART IS NOT NULL
 FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
@@ -128,7 +122,7 @@ ORDER BY INDEX_NAME, SEQ_IN_INDEX`, []any{schema, name}, func(r dialect.Rows) er
 	if err != nil {
 		return nil, f, err
 	}
-	err = queryRows(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
+	err = dialect.QueryEach(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
 WHERE EVENT_OBJECT_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`,
 		[]any{schema, name}, func(r dialect.Rows) error {
 			var n string
@@ -137,20 +131,6 @@ WHERE EVENT_OBJECT_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? O
 			return err
 		})
 	return s, f, err
-}
-
-func queryRows(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
 }
 
 func myErr(err error) *gomysql.MySQLError {
@@ -214,12 +194,7 @@ func (myDialect) Constraint(err error) string {
 }
 
 func (myDialect) CreateIndexDDL(table string, cols []string) string {
-	_, name := splitName(table)
-	q := make([]string, len(cols))
-	for i, c := range cols {
-		q[i] = quote(c)
-	}
-	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quote(name+"_"+strings.Join(cols, "_")+"_key"), strings.Join(q, ", "))
+	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quote(dialect.IndexName(table, cols)), dialect.QuoteList(quote, cols))
 }
 
 var syntax = dialect.Syntax{

@@ -1,8 +1,9 @@
 package mysql
 
 import (
-	"strings"
 	"testing"
+
+	"github.com/getorcreate/getorcreate/internal/quotetest"
 )
 
 // FuzzQuote checks that a quoted identifier is one backquoted token per
@@ -11,39 +12,5 @@ func FuzzQuote(f *testing.F) {
 	for _, s := range []string{"tags", "a`b", "`; DROP TABLE x; --", "s.t", "``", "ü"} {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, ident string) {
-		q := quote(ident)
-		parts := strings.Split(ident, ".")
-		rest := q
-		for i, p := range parts {
-			if !strings.HasPrefix(rest, "`") {
-				t.Fatalf("%q: part %d does not open with a backquote: %q", ident, i, rest)
-			}
-			j, content := 1, strings.Builder{}
-			for ; j < len(rest); j++ {
-				if rest[j] == '`' {
-					if j+1 < len(rest) && rest[j+1] == '`' {
-						content.WriteByte('`')
-						j++
-						continue
-					}
-					break
-				}
-				content.WriteByte(rest[j])
-			}
-			if j >= len(rest) || content.String() != p {
-				t.Fatalf("%q: part %d unquotes to %q, want %q (quoted %q)", ident, i, content.String(), p, q)
-			}
-			rest = rest[j+1:]
-			if i < len(parts)-1 {
-				if !strings.HasPrefix(rest, ".") {
-					t.Fatalf("%q: parts not separated by a dot in %q", ident, q)
-				}
-				rest = rest[1:]
-			}
-		}
-		if rest != "" {
-			t.Fatalf("%q: trailing %q after the last part of %q", ident, rest, q)
-		}
-	})
+	f.Fuzz(func(t *testing.T, ident string) { quotetest.Check(t, ident, quote(ident), '`') })
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 
 	"github.com/getorcreate/getorcreate/dialect"
 )
@@ -15,7 +14,7 @@ type bulkPlan struct {
 	t      *dialect.Table
 	s      *dialect.Shape
 	single dialect.Plan
-	fused  sync.Map // rows -> dialect.Stmt
+	fused  dialect.StmtCache
 	upsert dialect.Stmt
 }
 
@@ -43,7 +42,7 @@ func (d pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect.Fea
 		return nil, err
 	}
 	p := &bulkPlan{t: t, s: s, single: single}
-	p.fused.Store(n, p.buildFused(n))
+	p.fused.Get(n, p.buildFused)
 	if len(s.Updates) > 0 {
 		p.upsert = p.buildUpsert(n)
 	}
@@ -153,15 +152,6 @@ func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
 	return b.Stmt()
 }
 
-func (p *bulkPlan) fusedFor(n int) dialect.Stmt {
-	if st, ok := p.fused.Load(n); ok {
-		return st.(dialect.Stmt)
-	}
-	st := p.buildFused(n)
-	p.fused.Store(n, st)
-	return st
-}
-
 // GetOrCreateMany runs the fused statement; rows it did not return lost a
 // race to a transaction that committed after its snapshot, and go round
 // again (a new statement, a new snapshot under READ COMMITTED).
@@ -169,7 +159,7 @@ func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *di
 	rows := b.Rows
 	idx := dialect.Seq(len(rows))
 	for range dialect.LostRaceTries {
-		st := p.fusedFor(len(rows))
+		st := p.fused.Get(len(rows), p.buildFused)
 		seen, err := dialect.ScanBatch(ctx, q, st.SQL, st.BatchArgs(rows, nil), rows,
 			func(ord int) []any { return []any{&b.Created[idx[ord]]} })
 		if err != nil {

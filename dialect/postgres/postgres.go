@@ -36,19 +36,13 @@ func (pgDialect) Name() string { return "postgres" }
 // Quote quotes each dot-separated part of ident with double quotes.
 func (pgDialect) Quote(ident string) string { return quote(ident) }
 
-func quote(ident string) string {
-	parts := strings.Split(ident, ".")
-	for i, p := range parts {
-		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
-	}
-	return strings.Join(parts, ".")
-}
+func quote(ident string) string { return dialect.QuoteWith(ident, '"') }
 
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
 	f := dialect.Features{Returning: true, UpsertReturning: true, OnConflict: true, Savepoints: true, MaxParams: 65535}
 	s := &dialect.Schema{Table: table}
 	var vnum int
-	if err := queryRows(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
+	if err := dialect.QueryEach(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
 		func(r dialect.Rows) error { return r.Scan(&vnum, &s.Version) }); err != nil {
 		return nil, f, err
 	}
@@ -60,14 +54,14 @@ func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string)
 		return nil, f, dialect.ErrNoTable
 	}
 	var oid *uint32
-	if err := queryRows(ctx, q, `SELECT to_regclass($1)::oid`, []any{quote(table)},
+	if err := dialect.QueryEach(ctx, q, `SELECT to_regclass($1)::oid`, []any{quote(table)},
 		func(r dialect.Rows) error { return r.Scan(&oid) }); err != nil {
 		return nil, f, err
 	}
 	if oid == nil {
 		return nil, f, dialect.ErrNoTable
 	}
-	err := queryRows(ctx, q, `
+	err := dialect.QueryEach(ctx, q, `
 SELECT a.attname, format_type(a.atttypid, NULL), NOT a.attnotnull,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        a.attidentity <> '' OR coalesce(pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%', false),
@@ -91,7 +85,7 @@ ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
 	if f.NullsNotDistinct {
 		nnd = "i.indnullsnotdistinct"
 	}
-	err = queryRows(ctx, q, `
+	err = dialect.QueryEach(ctx, q, `
 SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, i.indexprs IS NOT NULL,
        coalesce(con.condeferrable, false), `+nnd+`,
        coalesce((SELECT json_agg(a.attname ORDER BY k.ord)
@@ -117,7 +111,7 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 	if err != nil {
 		return nil, f, err
 	}
-	err = queryRows(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`,
+	err = dialect.QueryEach(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`,
 		[]any{*oid}, func(r dialect.Rows) error {
 			var n string
 			err := r.Scan(&n)
@@ -125,20 +119,6 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 			return err
 		})
 	return s, f, err
-}
-
-func queryRows(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
 }
 
 func pgErr(err error) *pgconn.PgError {
@@ -186,15 +166,7 @@ func (pgDialect) Constraint(err error) string {
 }
 
 func (pgDialect) CreateIndexDDL(table string, cols []string) string {
-	name := table
-	if i := strings.LastIndexByte(name, '.'); i >= 0 {
-		name = name[i+1:]
-	}
-	q := make([]string, len(cols))
-	for i, c := range cols {
-		q[i] = quote(c)
-	}
-	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quote(name+"_"+strings.Join(cols, "_")+"_key"), quote(table), strings.Join(q, ", "))
+	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quote(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quote, cols))
 }
 
 // The alias of the target table in upserts, so that the stored row's

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"strconv"
-	"sync"
 
 	"github.com/getorcreate/getorcreate/dialect"
 )
@@ -21,8 +20,8 @@ var upsertSyntax = func() dialect.Syntax {
 type bulkPlan struct {
 	t      *dialect.Table
 	s      *dialect.Shape
-	find   sync.Map // rows -> dialect.Stmt
-	insert sync.Map // rows -> dialect.Stmt
+	find   dialect.StmtCache
+	insert dialect.StmtCache
 	upsert dialect.Stmt
 }
 
@@ -109,17 +108,8 @@ func (p *bulkPlan) buildWrite(n int, update bool) dialect.Stmt {
 	return b.Stmt()
 }
 
-func cached(m *sync.Map, n int, build func(int) dialect.Stmt) dialect.Stmt {
-	if st, ok := m.Load(n); ok {
-		return st.(dialect.Stmt)
-	}
-	st := build(n)
-	m.Store(n, st)
-	return st
-}
-
 func (p *bulkPlan) findRows(ctx context.Context, q dialect.Querier, rows []*dialect.Call) ([]bool, error) {
-	st := cached(&p.find, len(rows), p.buildFind)
+	st := p.find.Get(len(rows), p.buildFind)
 	return dialect.ScanBatch(ctx, q, st.SQL, st.BatchArgs(rows, nil), rows, nil)
 }
 
@@ -151,7 +141,7 @@ func (p *bulkPlan) write(ctx context.Context, q dialect.Querier, b *dialect.Batc
 	if update {
 		st = p.upsert
 	} else {
-		st = cached(&p.insert, len(rows), func(n int) dialect.Stmt { return p.buildWrite(n, false) })
+		st = p.insert.Get(len(rows), func(n int) dialect.Stmt { return p.buildWrite(n, false) })
 	}
 	if _, err := q.Exec(ctx, st.SQL, st.BatchArgs(rows, b.UpdateArgs)...); err != nil {
 		return err

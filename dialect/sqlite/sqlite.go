@@ -38,13 +38,7 @@ func (sqliteDialect) Name() string { return "sqlite" }
 // Quote quotes each dot-separated part of ident with double quotes.
 func (sqliteDialect) Quote(ident string) string { return quote(ident) }
 
-func quote(ident string) string {
-	parts := strings.Split(ident, ".")
-	for i, p := range parts {
-		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
-	}
-	return strings.Join(parts, ".")
-}
+func quote(ident string) string { return dialect.QuoteWith(ident, '"') }
 
 func splitName(table string) (schema, name string) {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -57,7 +51,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	f := dialect.Features{OnConflict: true, Savepoints: true, MaxParams: 32766}
 	s := &dialect.Schema{Table: table}
 	schema, name := splitName(table)
-	if err := queryRows(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
+	if err := dialect.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
 		return nil, f, err
 	}
 	var maj, min int
@@ -68,7 +62,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	f.Returning, f.UpsertReturning = true, true
 	var pkCols []string
 	var pkType string
-	err := queryRows(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
+	err := dialect.QueryEach(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
 		[]any{name, schema}, func(r dialect.Rows) error {
 			var c dialect.Column
 			var notnull, hasDef bool
@@ -95,7 +89,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 		partial      bool
 	}
 	var idxs []idx
-	err = queryRows(ctx, q, `SELECT name, origin, partial FROM pragma_index_list(?, ?) WHERE "unique" = 1`,
+	err = dialect.QueryEach(ctx, q, `SELECT name, origin, partial FROM pragma_index_list(?, ?) WHERE "unique" = 1`,
 		[]any{name, schema}, func(r dialect.Rows) error {
 			var i idx
 			if err := r.Scan(&i.name, &i.origin, &i.partial); err != nil {
@@ -111,7 +105,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	for _, i := range idxs {
 		ix := dialect.Index{Name: i.name, Primary: i.origin == "pk", Partial: i.partial}
 		hasPKIndex = hasPKIndex || ix.Primary
-		err := queryRows(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
+		err := dialect.QueryEach(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
 			[]any{i.name, schema}, func(r dialect.Rows) error {
 				var col, coll *string
 				if err := r.Scan(&col, &coll); err != nil {
@@ -140,7 +134,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 			c.Identity, c.HasDefault = true, true
 		}
 	}
-	err = queryRows(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`,
+	err = dialect.QueryEach(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`,
 		[]any{name}, func(r dialect.Rows) error {
 			var n string
 			err := r.Scan(&n)
@@ -148,20 +142,6 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 			return err
 		})
 	return s, f, err
-}
-
-func queryRows(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
 }
 
 // SQLite result codes (https://sqlite.org/rescode.html).
@@ -222,12 +202,7 @@ func (sqliteDialect) Constraint(err error) string {
 }
 
 func (sqliteDialect) CreateIndexDDL(table string, cols []string) string {
-	_, name := splitName(table)
-	q := make([]string, len(cols))
-	for i, c := range cols {
-		q[i] = quote(c)
-	}
-	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quote(name+"_"+strings.Join(cols, "_")+"_key"), quote(table), strings.Join(q, ", "))
+	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quote(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quote, cols))
 }
 
 var syntax = dialect.Syntax{

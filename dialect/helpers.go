@@ -1,0 +1,74 @@
+package dialect
+
+import (
+	"context"
+	"strings"
+	"sync"
+)
+
+// QuoteWith quotes each dot-separated part of ident with q, doubling any q
+// inside: the quoting of all three databases, with " or `.
+func QuoteWith(ident string, q byte) string {
+	var b strings.Builder
+	b.Grow(len(ident) + 4)
+	for i, part := range strings.Split(ident, ".") {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteByte(q)
+		for j := 0; j < len(part); j++ {
+			if part[j] == q {
+				b.WriteByte(q)
+			}
+			b.WriteByte(part[j])
+		}
+		b.WriteByte(q)
+	}
+	return b.String()
+}
+
+// QueryEach runs a query and calls fn for each row.
+func QueryEach(ctx context.Context, q Querier, sql string, args []any, fn func(Rows) error) error {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// IndexName is the name the library suggests for a unique index on cols of
+// table (the last part of a qualified name).
+func IndexName(table string, cols []string) string {
+	if i := strings.LastIndexByte(table, '.'); i >= 0 {
+		table = table[i+1:]
+	}
+	return table + "_" + strings.Join(cols, "_") + "_key"
+}
+
+// QuoteList quotes each column and joins them with ", ".
+func QuoteList(quote func(string) string, cols []string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = quote(c)
+	}
+	return strings.Join(q, ", ")
+}
+
+// StmtCache holds the statements of a bulk plan by their number of rows.
+type StmtCache struct{ m sync.Map }
+
+// Get returns the statement for n rows, building it once.
+func (c *StmtCache) Get(n int, build func(int) Stmt) Stmt {
+	if st, ok := c.m.Load(n); ok {
+		return st.(Stmt)
+	}
+	st := build(n)
+	c.m.Store(n, st)
+	return st
+}
