@@ -3,6 +3,7 @@ package getorcreate
 import (
 	"cmp"
 	"context"
+	"errors"
 	"database/sql/driver"
 	"fmt"
 	"reflect"
@@ -131,6 +132,9 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 		})
 	}
 	if err != nil {
+		if q == nil {
+			t.blame(ctx, err, order, calls, updateArgs, kind, omit, ups)
+		}
 		return nil, err
 	}
 	for i := range res {
@@ -200,3 +204,38 @@ func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, n int) (dialec
 	t.plans.Store(k, p)
 	return p, nil
 }
+
+// blame finds which input made a batch fail with a data error (a conflict
+// on another unique index, a value too long, ...), so that the error can
+// name it: the batch's own transaction is gone, so it replays the rows one
+// by one, in the batch's order, in a transaction that is rolled back. It
+// costs nothing unless a batch failed.
+func (t *tableCore) blame(ctx context.Context, err error, order []int, calls []*dialect.Call, updateArgs []any, kind uint8, omit uint64, ups []Update) {
+	e, ok := err.(*Error)
+	if !ok || e.Kind == nil || IsRetryable(err) || ctx.Err() != nil {
+		return
+	}
+	plan, perr := t.plan(kind, omit, ups)
+	if perr != nil {
+		return
+	}
+	_, _ = t.inOwnTx(ctx, func(tx dialect.Tx) (bool, error) {
+		for _, i := range order {
+			c := *calls[i]
+			c.UpdateArgs, c.InTx = updateArgs, true
+			var err error
+			if kind == opUpdate {
+				_, err = plan.UpdateOrCreate(ctx, tx, &c)
+			} else {
+				_, err = plan.GetOrCreate(ctx, tx, &c)
+			}
+			if err != nil {
+				e.Input = i
+				break
+			}
+		}
+		return false, errBlameDone // always roll back
+	})
+}
+
+var errBlameDone = errors.New("rolled back")

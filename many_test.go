@@ -217,8 +217,9 @@ func TestManyAllOrNothing(t *testing.T) {
 		}
 		in := []Slug{{Name: "a", Slug: "s1"}, {Name: "b", Slug: "s2"}, {Name: "c", Slug: "s1"}}
 		_, err = tb.GetOrCreateMany(ctx, in)
-		if !errors.Is(err, getorcreate.ErrConflict) {
-			t.Fatalf("want ErrConflict, got %v", err)
+		var e *getorcreate.Error
+		if !errors.Is(err, getorcreate.ErrConflict) || !errors.As(err, &e) || e.Input != 2 {
+			t.Fatalf("want ErrConflict naming input 2, got %v", err)
 		}
 		if n := db.Count(t, table); n != 0 {
 			t.Fatalf("%d rows left behind by a failed batch", n)
