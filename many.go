@@ -3,8 +3,8 @@ package getorcreate
 import (
 	"cmp"
 	"context"
-	"errors"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
