@@ -89,6 +89,15 @@ func TestAPI(t *testing.T) {
 				}
 			}
 			wantError(t, do(t, nil, "GET", base+"/api/tags/unknown-tag", "", ""), 404, "not_found")
+			// A slash in a name survives the path, escaped.
+			a := postTag(t, base, "C/C++ ?#%")
+			loc := a.Header.Get("Location")
+			if a.Status != 201 || loc != "/api/tags/c%2Fc++%20%3F%23%25" {
+				t.Fatalf("slash: %d, Location %q", a.Status, loc)
+			}
+			if a := do(t, nil, "GET", base+loc, "", ""); a.Status != 200 || a.tag(t).Key != "c/c++ ?#%" {
+				t.Fatalf("GET %s: %d %s", loc, a.Status, a.Body)
+			}
 		})
 
 		t.Run("list", func(t *testing.T) {
@@ -128,7 +137,7 @@ func TestAPI(t *testing.T) {
 			}
 			var l tagd.ListAnswer
 			do(t, nil, "GET", base+"/api/tags", "", "").json(t, &l)
-			if len(l.Tags) != 13 || l.Tags[0].Key != "p-5" || l.Next != "" {
+			if len(l.Tags) != 14 || l.Tags[0].Key != "p-5" || l.Next != "" {
 				t.Fatalf("unfiltered list: %d tags, first %+v, next %q", len(l.Tags), l.Tags[0], l.Next)
 			}
 			for i := 1; i < len(l.Tags); i++ {
