@@ -185,11 +185,13 @@ func TestIsolationCallerTxStampede(t *testing.T) {
 							var res getorcreate.Result[Tag]
 							attempts := 0
 							policy := getorcreate.DefaultRetry
-							if db.Kind == "mysql" && iso == sql.LevelSerializable {
-								// InnoDB SERIALIZABLE makes the pinning SELECT a
-								// shared read lock on the whole table, so 64 such
-								// transactions inserting deadlock each other over
-								// and over: they need more retries to get through.
+							if iso != sql.LevelReadCommitted {
+								// 64 transactions on one key at these levels fail
+								// each other over and over (PostgreSQL: 40001 on
+								// the hot row; InnoDB SERIALIZABLE: the pinning
+								// SELECT's shared locks deadlock the inserts), and
+								// under -race on 2 cores some need more than the
+								// default budget to get through.
 								policy = getorcreate.RetryPolicy{MaxRetries: 200, BaseDelay: 5 * time.Millisecond, MaxDelay: time.Second}
 							}
 							err := getorcreate.RunTxPolicy(ctx, db.SQL, &sql.TxOptions{Isolation: iso}, policy, func(tx *sql.Tx) error {

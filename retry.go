@@ -21,7 +21,7 @@ type RetryPolicy struct {
 }
 
 // DefaultRetry is the policy used when a Config leaves Retry zero.
-var DefaultRetry = RetryPolicy{MaxRetries: 10, BaseDelay: 2 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
+var DefaultRetry = RetryPolicy{MaxRetries: 20, BaseDelay: 2 * time.Millisecond, MaxDelay: 500 * time.Millisecond}
 
 func (p RetryPolicy) orDefault() RetryPolicy {
 	if p == (RetryPolicy{}) {
