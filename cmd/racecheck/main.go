@@ -175,7 +175,12 @@ func demo(ctx context.Context, stdout, stderr io.Writer) int {
 		all = append(all, reports...)
 	}
 	code := finish(stdout, stderr, all, false)
-	fmt.Fprintln(stdout, "\nOn a server: racecheck run --db postgres://... | mysql://... (racecheck -h, docs/RACECHECK.md)")
+	fmt.Fprintln(stdout, `
+naive, naive-tx, insert-catch and read-modify-write are the code people write (docs/RACECHECK.md
+says what each models); BROKE means a caller saw an error or the table ended up wrong. SQLite
+serialises transactions (BEGIN IMMEDIATE), so only code outside one races here; on a server
+naive-tx fails too, and insert-catch inside a caller's transaction (--in-tx):
+racecheck run --db postgres://... or mysql://... (racecheck -h).`)
 	return code
 }
 
