@@ -91,6 +91,11 @@ type Config struct {
 	// variable set (see WorkerMain).
 	WorkerCommand func() ([]string, error)
 
+	// mysqlPaths runs getorcreate with the MySQL dialect's statements
+	// (no RETURNING) on a MariaDB server: tests use it, as the library's
+	// own suite does, to race the paths real MySQL takes.
+	mysqlPaths bool
+
 	// onTable, when set, is told the name of every scratch table before
 	// it is created: tests use it to check that none is left behind.
 	onTable func(string)

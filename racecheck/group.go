@@ -10,6 +10,7 @@ import (
 
 	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/mysql"
 )
 
 // stats is what the workers of one process saw.
@@ -66,6 +67,8 @@ type strategyRun struct {
 	Isolation string
 	InTx      bool
 	Seed      int64
+	// MySQLPaths: see Config.mysqlPaths.
+	MySQLPaths bool `json:",omitempty"`
 }
 
 // local runs workers as goroutines of this process.
@@ -106,7 +109,11 @@ func openEnv(ctx context.Context, db *sql.DB, kind string, sr strategyRun) (*env
 	}
 	e := &env{db: db, kind: kind, d: d, iso: iso, inTx: sr.InTx, q: newStatements(d, kind, sr.Table, sr.Pin)}
 	if sr.Strategy == GetOrCreate {
-		if e.tbl, err = getorcreate.OpenConfig[row](ctx, db, getorcreate.Config{Table: sr.Table, Key: []string{"name"}, Retry: retryPolicy}); err != nil {
+		cfg := getorcreate.Config{Table: sr.Table, Key: []string{"name"}, Retry: retryPolicy}
+		if sr.MySQLPaths {
+			cfg.Dialect = mysql.NoReturning
+		}
+		if e.tbl, err = getorcreate.OpenConfig[row](ctx, db, cfg); err != nil {
 			return nil, err
 		}
 	}

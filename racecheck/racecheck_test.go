@@ -337,3 +337,23 @@ func TestOpsDeterministic(t *testing.T) {
 		t.Error("storm workers of one round got different keys")
 	}
 }
+
+// TestMySQLPaths races getorcreate's MySQL statements (no RETURNING),
+// which real MySQL 8 takes, on MariaDB, in one process and across four, on
+// its own and inside REPEATABLE READ transactions.
+func TestMySQLPaths(t *testing.T) {
+	testdb.EachOf(t, []string{"mysql"}, func(t *testing.T, db *testdb.DB) {
+		for _, procs := range procCounts {
+			for _, wl := range []string{Storm, Counter} {
+				for _, inTx := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%s/procs=%d/in-tx=%v", wl, procs, inTx), func(t *testing.T) {
+						rounds := map[string]int{Storm: 15, Counter: 3}[wl]
+						rs := run(t, db, Config{Workload: wl, Procs: procs, Rounds: rounds, InTx: inTx, Isolation: "rr",
+							Strategies: []string{GetOrCreate}, mysqlPaths: true})
+						assertHeld(t, db, rs[GetOrCreate])
+					})
+				}
+			}
+		}
+	})
+}

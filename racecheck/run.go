@@ -284,7 +284,7 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 			return reports, err
 		}
 		sr := strategyRun{DSN: cfg.DSN, Strategy: strategy, Workload: cfg.Workload, Table: table, Pin: pin,
-			Isolation: cfg.Isolation, InTx: cfg.InTx, Seed: cfg.Seed}
+			Isolation: cfg.Isolation, InTx: cfg.InTx, Seed: cfg.Seed, MySQLPaths: cfg.mysqlPaths}
 		for w := range cfg.Workers {
 			sr.Workers = append(sr.Workers, w)
 		}
