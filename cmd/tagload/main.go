@@ -25,6 +25,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/getorcreate/getorcreate"
@@ -37,7 +38,17 @@ type result struct {
 	ok      int
 	failed  int
 	elapsed time.Duration
+	cpu     time.Duration // this process's user+system CPU time
 	lat     []time.Duration
+}
+
+// cpuTime is the CPU time this process has used. Unlike wall-clock rates
+// it does not move with other work on a shared machine; it leaves out the
+// database server's CPU, so it compares phases, not databases.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -54,7 +65,7 @@ func drive(name string, clients int, d time.Duration, op func(ctx context.Contex
 	var mu sync.Mutex
 	res := result{name: name}
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	deadline := start.Add(d)
 	for c := range clients {
 		wg.Go(func() {
@@ -80,6 +91,7 @@ func drive(name string, clients int, d time.Duration, op func(ctx context.Contex
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	res.cpu = cpuTime() - cpu0
 	res.ok = len(res.lat)
 	slices.Sort(res.lat)
 	return res
@@ -87,14 +99,15 @@ func drive(name string, clients int, d time.Duration, op func(ctx context.Contex
 
 func main() {
 	var (
-		dbDSN    = flag.String("db", "sqlite:tagload.db", "database DSN: sqlite:PATH, postgres://..., mysql://...")
-		clients  = flag.Int("clients", 64, "concurrent callers in each phase")
-		duration = flag.Duration("duration", 5*time.Second, "length of each phase in each round")
-		keys     = flag.Int("keys", 1000, "distinct tags the submissions pick from, uniformly")
-		url      = flag.String("url", "", "tagd to load instead of one started here (it must use --db's database)")
-		keep     = flag.Bool("keep", false, "keep the tables")
-		rounds   = flag.Int("rounds", 3, "rounds of both phases, alternating")
-		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the HTTP phase to this file")
+		dbDSN      = flag.String("db", "sqlite:tagload.db", "database DSN: sqlite:PATH, postgres://..., mysql://...")
+		clients    = flag.Int("clients", 64, "concurrent callers in each phase")
+		duration   = flag.Duration("duration", 5*time.Second, "length of each phase in each round")
+		keys       = flag.Int("keys", 1000, "distinct tags the submissions pick from, uniformly")
+		url        = flag.String("url", "", "tagd to load instead of one started here (it must use --db's database)")
+		keep       = flag.Bool("keep", false, "keep the tables")
+		libTimeout = flag.Duration("lib-timeout", 0, "give each library call a context with this timeout, as tagd gives its calls (0: context.Background)")
+		rounds     = flag.Int("rounds", 3, "rounds of both phases, alternating")
+		cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the HTTP phase to this file")
 	)
 	flag.Parse()
 	ctx := context.Background()
@@ -164,6 +177,11 @@ func main() {
 	libPhase := func() result {
 		return drive("library UpdateOrCreate", *clients, *duration, func(ctx context.Context, rng *rand.Rand) error {
 			n := name(rng)
+			if *libTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, *libTimeout)
+				defer cancel()
+			}
 			now := time.Now().UTC()
 			_, err := table.UpdateOrCreate(ctx, tagd.Tag{Key: n, Name: n, Count: 1, CreatedAt: now, UpdatedAt: now},
 				getorcreate.Add("count", 1), getorcreate.Set("updated_at", now))
@@ -226,7 +244,7 @@ func main() {
 	}
 	fmt.Printf("tagload %s, db %s, %d clients, %d rounds of %v per phase, %d keys, GOMAXPROCS=%d\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), parsed.Kind, *clients, *rounds, *duration, *keys, runtimeProcs())
-	fmt.Printf("%-24s %10s %9s %9s %7s  %s\n", "phase", "subm/s", "p50", "p99", "errors", "check")
+	fmt.Printf("%-24s %10s %9s %9s %10s %7s  %s\n", "phase", "subm/s", "p50", "p99", "cpu/subm", "errors", "check")
 	libCheck := check(run+"_lib_tags", libRes.ok)
 	httpCheck := "not checked"
 	if *url == "" {
@@ -236,7 +254,8 @@ func main() {
 		result
 		check string
 	}{{libRes, libCheck}, {httpRes, httpCheck}} {
-		fmt.Printf("%-24s %10.0f %9s %9s %7d  %s\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failed, r.check)
+		fmt.Printf("%-24s %10.0f %9s %9s %10s %7d  %s\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond),
+			(r.cpu / time.Duration(max(1, r.ok))).Round(time.Microsecond), r.failed, r.check)
 	}
 	fmt.Printf("ratio tagd/library: %.2f (median of %d rounds: %.2f)\n", ratios[len(ratios)/2], len(ratios), ratios)
 }
@@ -249,6 +268,7 @@ func merge(a, b result) result {
 	a.ok += b.ok
 	a.failed += b.failed
 	a.elapsed += b.elapsed
+	a.cpu += b.cpu
 	a.lat = append(a.lat, b.lat...)
 	slices.Sort(a.lat)
 	return a
