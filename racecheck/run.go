@@ -55,6 +55,8 @@ type Report struct {
 	Samples map[string]string `json:"-"`
 	// Elapsed is the time the rounds took.
 	Elapsed time.Duration `json:"-"`
+	// Table is the strategy's scratch table, dropped unless Config.Keep.
+	Table string `json:"-"`
 }
 
 // Held reports whether every invariant held: no duplicates, no lost
@@ -299,7 +301,7 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 		}
 		rep := Report{Strategy: strategy, Workload: cfg.Workload, DB: x.name, Workers: cfg.Workers, Procs: cfg.Procs,
 			Isolation: iso, InTx: cfg.InTx, Attempted: st.Attempted, OK: st.OK, Errors: st.Errors, Retries: st.Retries,
-			Samples: st.Samples, Elapsed: elapsed, NoUnique: cfg.NoUnique && strategy != GetOrCreate}
+			Samples: st.Samples, Elapsed: elapsed, NoUnique: cfg.NoUnique && strategy != GetOrCreate, Table: table}
 		if elapsed > 0 {
 			rep.OpsPerSec = round(float64(st.OK)/elapsed.Seconds(), 1)
 		}

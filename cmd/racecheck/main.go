@@ -129,6 +129,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	if cfg.Keep && len(reports) > 0 {
+		r := reports[0]
+		prefix := strings.TrimSuffix(r.Table, "_"+strings.ReplaceAll(r.Strategy, "-", "_"))
+		fmt.Fprintf(stderr, "racecheck: kept the scratch tables %s_* (one per strategy, and _pin); drop them when done\n", prefix)
+	}
 	return finish(stdout, stderr, reports, asJSON)
 }
 
