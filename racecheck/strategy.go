@@ -270,14 +270,14 @@ func initialCount(incr bool) int64 {
 }
 
 // retryPolicy is the retry budget racecheck gives getorcreate, for its own
-// transactions and for RunTx around the caller's. The library's default (10
-// retries) is sized for ordinary contention; racecheck's counter puts half
-// of 16 workers' increments on one row, and at PostgreSQL SERIALIZABLE every
-// concurrent writer of that row but one fails each time, so a few
-// operations in thousands can exhaust 10 retries (seen on 2026-11-25:
-// 1 of 3,200). That is a budget chosen too small, not a wrong result, so
-// racecheck gives a budget that such contention does not exhaust and shows
-// what it cost in the retries column. An error that still reaches the
+// transactions and for RunTx around the caller's. The library's default is
+// sized for ordinary contention; racecheck's counter puts half of 16
+// workers' increments on one row, and at PostgreSQL SERIALIZABLE every
+// concurrent writer of that row but one fails each time. With the default
+// of 10 retries of the time, 1 operation in 3,200 exhausted it (2026-11-25;
+// the default is 20 since). That is a budget too small for the load, not a
+// wrong result, so racecheck gives one such contention does not exhaust and
+// shows what it cost in the retries column. An error that still reaches the
 // caller counts as an error.
 var retryPolicy = getorcreate.RetryPolicy{MaxRetries: 100, BaseDelay: 2 * time.Millisecond, MaxDelay: 100 * time.Millisecond}
 
