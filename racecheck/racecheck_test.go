@@ -96,14 +96,20 @@ func assertHeld(t *testing.T, db *testdb.DB, r Report) {
 }
 
 // procCounts are the process counts every workload test runs at: in one
-// process, and across four OS processes as between servers.
-var procCounts = []int{1, 4}
+// process, and across four OS processes as between servers. -short keeps
+// one process, which is where most of the time goes under -race.
+func procCounts() []int {
+	if testing.Short() {
+		return []int{1}
+	}
+	return []int{1, 4}
+}
 
 // TestStorm releases all workers onto one new key per round. The naive
 // strategy must show the race on every database; getorcreate must not.
 func TestStorm(t *testing.T) {
 	testdb.EachOf(t, testdb.Kinds(false), func(t *testing.T, db *testdb.DB) {
-		for _, procs := range procCounts {
+		for _, procs := range procCounts() {
 			t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 				rs := run(t, db, Config{Workload: Storm, Procs: procs, Rounds: 30})
 				assertHeld(t, db, rs[GetOrCreate])
@@ -151,7 +157,7 @@ func TestStorm(t *testing.T) {
 // lose updates on every database; getorcreate must lose none.
 func TestCounter(t *testing.T) {
 	testdb.EachOf(t, testdb.Kinds(false), func(t *testing.T, db *testdb.DB) {
-		for _, procs := range procCounts {
+		for _, procs := range procCounts() {
 			t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 				rs := run(t, db, Config{Workload: Counter, Procs: procs, Rounds: 10,
 					Strategies: []string{ReadModifyWrite, GetOrCreate}})
@@ -182,7 +188,7 @@ func TestKeys(t *testing.T) {
 func TestInTx(t *testing.T) {
 	testdb.EachOf(t, testdb.Kinds(false), func(t *testing.T, db *testdb.DB) {
 		iso := map[string]string{"postgres": "serializable", "mysql": "rr", "sqlite": ""}[db.Kind]
-		for _, procs := range procCounts {
+		for _, procs := range procCounts() {
 			t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 				rs := run(t, db, Config{Workload: Storm, Procs: procs, Rounds: 20, InTx: true, Isolation: iso,
 					Strategies: []string{Naive, InsertCatch, GetOrCreate}})
@@ -245,7 +251,7 @@ func TestInTxCounter(t *testing.T) {
 // leave no scratch table behind.
 func TestInterrupted(t *testing.T) {
 	testdb.EachOf(t, testdb.Kinds(false), func(t *testing.T, db *testdb.DB) {
-		for _, procs := range procCounts {
+		for _, procs := range procCounts() {
 			t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
@@ -342,8 +348,11 @@ func TestOpsDeterministic(t *testing.T) {
 // which real MySQL 8 takes, on MariaDB, in one process and across four, on
 // its own and inside REPEATABLE READ transactions.
 func TestMySQLPaths(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the MySQL paths race in the full run")
+	}
 	testdb.EachOf(t, []string{"mysql"}, func(t *testing.T, db *testdb.DB) {
-		for _, procs := range procCounts {
+		for _, procs := range procCounts() {
 			for _, wl := range []string{Storm, Counter} {
 				for _, inTx := range []bool{false, true} {
 					t.Run(fmt.Sprintf("%s/procs=%d/in-tx=%v", wl, procs, inTx), func(t *testing.T) {
