@@ -23,6 +23,7 @@ type InputError struct {
 	Message string // for people
 }
 
+// Error returns the message.
 func (e *InputError) Error() string { return e.Message }
 
 func inputErrorf(code, format string, args ...any) *InputError {
