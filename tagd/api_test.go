@@ -346,3 +346,44 @@ func TestAuthRateLimitUnavailable(t *testing.T) {
 		})
 	})
 }
+
+// TestReconnect cuts every connection of tagd's pool on PostgreSQL, as a
+// database restart would: tagd must answer again without a restart of its
+// own, and answer 503 (not 500) until then.
+func TestReconnect(t *testing.T) {
+	d := testdb.Open(t, "postgres")
+	t.Parallel()
+	app := strings.TrimSuffix(prefix(), "_")
+	sep := "?"
+	if strings.Contains(d.DSN, "?") {
+		sep = "&"
+	}
+	d2 := *d
+	d2.DSN = d.DSN + sep + "application_name=" + app
+	srv, _ := startServer(t, &d2, tagd.Options{})
+	if a := postTag(t, srv.URL, "reconnect"); a.Status != 201 {
+		t.Fatalf("%d %s", a.Status, a.Body)
+	}
+	var killed int
+	if err := d.SQL.QueryRow("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("found no connection of tagd's pool to cut")
+	}
+	var statuses []int
+	for range 10 {
+		a := postTag(t, srv.URL, "reconnect")
+		statuses = append(statuses, a.Status)
+		if a.Status == 200 {
+			break
+		}
+		if a.Status != 503 {
+			t.Fatalf("after the cut: %d %s, want 503 until it answers again", a.Status, a.Body)
+		}
+	}
+	if statuses[len(statuses)-1] != 200 {
+		t.Fatalf("after cutting %d connections, answers were %v; want 503s, then 200", killed, statuses)
+	}
+	t.Logf("cut %d connections; answers %v", killed, statuses)
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -17,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -226,7 +229,7 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	unavailable := getorcreate.IsRetryable(err) || errors.Is(err, getorcreate.ErrLostRace) ||
-		errors.Is(err, context.DeadlineExceeded) || !s.dbReachable(r.Context())
+		errors.Is(err, context.DeadlineExceeded) || connectionLost(err) || !s.dbReachable(r.Context())
 	if unavailable {
 		s.log.Warn("database unavailable", "err", err, "path", r.URL.Path)
 		w.Header().Set("Retry-After", "1")
@@ -235,6 +238,28 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.log.Error("store failed", "err", err, "path", r.URL.Path)
 	s.fail(w, r, http.StatusInternalServerError, "internal", "internal error; see the server log")
+}
+
+// connectionLost reports an error of a connection that broke or was refused
+// (a database restart, a killed session, too many connections): the
+// database is unavailable for now, whatever a ping says a moment later. The
+// request is not retried here: a write whose connection broke may or may
+// not have committed, and only the client can decide to send it again.
+func connectionLost(err error) bool {
+	var ne net.Error
+	var st interface{ SQLState() string } // pgx's *pgconn.PgError
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &ne):
+		return true
+	case errors.As(err, &st):
+		// Class 08: connection exception; 57P01-57P03: the server is shutting
+		// down or starting; 53300: too many connections.
+		c := st.SQLState()
+		return strings.HasPrefix(c, "08") || c == "57P01" || c == "57P02" || c == "57P03" || c == "53300"
+	}
+	return false
 }
 
 func (s *Server) dbReachable(ctx context.Context) bool {
