@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/internal/mapping"
@@ -65,6 +66,25 @@ type tableCore struct {
 	nullKeyOK   []bool
 	defaultable []int // positions of fields whose column the database can fill
 	plans       sync.Map
+	// finds counts recent calls that found their key (up) against those
+	// that created it (down), clamped; plans use it to pick their order.
+	finds atomic.Int32
+}
+
+const findsClamp = 32
+
+// learn records whether a call found its key.
+func (t *tableCore) learn(found bool) {
+	for {
+		v := t.finds.Load()
+		n := v - 1
+		if found {
+			n = v + 1
+		}
+		if n > findsClamp || n < -findsClamp || t.finds.CompareAndSwap(v, n) {
+			return
+		}
+	}
 }
 
 type planKey struct {
@@ -319,6 +339,7 @@ func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, ui
 		}
 	}
 	c.Dest = t.m.Addrs(p, make([]any, 0, len(t.m.Fields)))
+	c.LikelyExists = t.finds.Load() >= 0
 	return c, omit, nil
 }
 
@@ -380,12 +401,16 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 		if c, omit, err = t.call(op, &res, inTx); err != nil {
 			return res, err
 		}
+		c.LikelyExists = false // it was just looked up
 	}
 	plan, err := t.plan(opGet, omit, nil)
 	if err != nil {
 		return res, err
 	}
 	res.Created, res.Attempts, err = t.run(ctx, op, inTx, func() (bool, error) { return plan.GetOrCreate(ctx, q, c) })
+	if err == nil {
+		t.learn(!res.Created)
+	}
 	return res, err
 }
 
@@ -420,6 +445,9 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 		}
 	}
 	res.Created, res.Attempts, err = t.run(ctx, op, inTx, fn)
+	if err == nil {
+		t.learn(!res.Created)
+	}
 	return res, err
 }
 

@@ -152,6 +152,10 @@ type Call struct {
 	// or end transactions and must read the winner of a lost race with a
 	// read that sees it at the caller's isolation level.
 	InTx bool
+	// LikelyExists is the table's recent experience: most of its calls
+	// found the key. A plan may then look up first, and insert first when
+	// it is false; either order is correct, only the statement count differs.
+	LikelyExists bool
 }
 
 // Plan runs the compiled statements of one table and shape.

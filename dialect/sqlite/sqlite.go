@@ -216,7 +216,7 @@ var syntax = dialect.Syntax{
 }
 
 type plan struct {
-	find, insert, update dialect.Stmt
+	find, insert, guarded, update dialect.Stmt
 }
 
 // Compile builds:
@@ -256,6 +256,26 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 	cols(b)
 	p.insert = b.Stmt()
 
+	// The guarded insert inserts nothing when the key exists, so no insert
+	// trigger fires for an existing row.
+	b = dialect.NewBuilder(&syntax, t)
+	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
+	b.List("", t.Columns, s.Insert)
+	b.WriteString(") SELECT ")
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.Value(pos)
+	}
+	b.WriteString(" WHERE NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
+	b.KeyMatch("", "IS")
+	b.WriteString(") ON CONFLICT (")
+	b.List("", t.Columns, t.Key)
+	b.WriteString(") DO NOTHING RETURNING ")
+	cols(b)
+	p.guarded = b.Stmt()
+
 	if len(s.Updates) > 0 {
 		b = dialect.NewBuilder(&syntax, t)
 		b.WriteString("UPDATE " + quote(t.Name) + " SET ")
@@ -275,8 +295,14 @@ func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bo
 
 // GetOrCreate: SELECT; on a miss, INSERT ... DO NOTHING RETURNING; when that
 // returns nothing another connection inserted the key in between, and the
-// next SELECT sees it.
+// next SELECT sees it. When the table's calls mostly create, the guarded
+// insert goes first instead, so a new key costs one statement.
 func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	if !c.LikelyExists {
+		if created, err := p.guarded.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
+			return created, err
+		}
+	}
 	for range dialect.LostRaceTries {
 		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
 			return false, err
@@ -292,6 +318,11 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 // RETURNING; when that returns nothing another connection inserted the key
 // in between, and the next UPDATE finds it.
 func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	if !c.LikelyExists {
+		if created, err := p.guarded.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
+			return created, err
+		}
+	}
 	for range dialect.LostRaceTries {
 		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
 			return false, err
