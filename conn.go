@@ -3,6 +3,8 @@ package getorcreate
 import (
 	"context"
 	"database/sql"
+	"sync"
+	"sync/atomic"
 
 	"github.com/getorcreate/getorcreate/dialect"
 )
@@ -27,7 +29,7 @@ func adapt(q Querier) dialect.Querier {
 	case *sql.Conn:
 		return sqlConn{v}
 	case *sql.DB:
-		return sqlDB{v}
+		return sqlDB{db: v}
 	}
 	return sqlAny{q}
 }
@@ -39,14 +41,58 @@ func rowsOf(r *sql.Rows, err error) (dialect.Rows, error) {
 	return r, nil
 }
 
-type sqlDB struct{ db *sql.DB }
+// sqlDB runs statements on a pool. With a statement cache (for the
+// table's own calls, where the driver would otherwise prepare every
+// statement anew) each statement is prepared once per connection.
+type sqlDB struct {
+	db    *sql.DB
+	stmts *stmtCache
+}
 
 func (s sqlDB) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	if st := s.stmts.get(ctx, q); st != nil {
+		return rowsOf(st.QueryContext(ctx, args...))
+	}
 	return rowsOf(s.db.QueryContext(ctx, q, args...))
 }
 
 func (s sqlDB) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	if st := s.stmts.get(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return s.db.ExecContext(ctx, q, args...)
+}
+
+// stmtCache holds prepared statements by their text, up to a bound; past
+// it, and when a prepare fails, statements run unprepared.
+type stmtCache struct {
+	db    *sql.DB
+	m     sync.Map // string -> *sql.Stmt
+	count atomic.Int32
+}
+
+const maxCachedStmts = 256
+
+func (c *stmtCache) get(ctx context.Context, q string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	if st, ok := c.m.Load(q); ok {
+		return st.(*sql.Stmt)
+	}
+	if c.count.Load() >= maxCachedStmts {
+		return nil
+	}
+	st, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil
+	}
+	if prev, loaded := c.m.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt)
+	}
+	c.count.Add(1)
+	return st
 }
 
 func (s sqlDB) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, error) {

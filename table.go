@@ -118,7 +118,11 @@ func OpenConfig[T any](ctx context.Context, db *sql.DB, cfg Config) (*Table[T], 
 			return nil, fmt.Errorf("getorcreate: %w", err)
 		}
 	}
-	return OpenDriver[T](ctx, d, sqlDB{db}, sqlDB{db}, cfg)
+	t, err := OpenDriver[T](ctx, d, sqlDB{db: db}, sqlDB{db: db}, cfg)
+	if err == nil && t.feat.PrepareOnce {
+		t.own = sqlDB{db: db, stmts: &stmtCache{db: db}}
+	}
+	return t, err
 }
 
 // OpenDriver opens a table on a handle that is not a *sql.DB, such as a pgx

@@ -179,6 +179,11 @@ type Features struct {
 	NullsNotDistinct bool // PostgreSQL 15+
 	Savepoints       bool
 	MaxParams        int // bound parameters per statement
+	// PrepareOnce: the driver prepares each statement anew when it is run
+	// through database/sql with arguments (go-sql-driver without
+	// interpolateParams, modernc.org/sqlite), so the library keeps prepared
+	// statements for its own calls on a *sql.DB.
+	PrepareOnce bool
 	// UpdateNeedsTx: the UpdateOrCreate plan issues more than one
 	// statement whose results must agree (MySQL without RETURNING), so the
 	// library runs it in a transaction of its own when the caller has none.

@@ -53,7 +53,7 @@ func splitName(table string) (schema *string, name string) {
 }
 
 func (d myDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{Savepoints: true, MaxParams: 65535, LockingReadSuffix: " LOCK IN SHARE MODE"}
+	f := dialect.Features{Savepoints: true, MaxParams: 65535, LockingReadSuffix: " LOCK IN SHARE MODE", PrepareOnce: true}
 	s := &dialect.Schema{Table: table}
 	if err := dialect.QueryEach(ctx, q, `SELECT VERSION()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
 		return nil, f, err

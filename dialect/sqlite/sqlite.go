@@ -48,7 +48,7 @@ func splitName(table string) (schema, name string) {
 }
 
 func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{OnConflict: true, Savepoints: true, MaxParams: 32766}
+	f := dialect.Features{OnConflict: true, Savepoints: true, MaxParams: 32766, PrepareOnce: true}
 	s := &dialect.Schema{Table: table}
 	schema, name := splitName(table)
 	if err := dialect.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
