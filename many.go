@@ -30,7 +30,11 @@ func (t *Table[T]) GetOrCreateMany(ctx context.Context, rows []T) ([]Result[T], 
 }
 
 // GetOrCreateManyTx is GetOrCreateMany inside the caller's transaction, with
-// the same rules as GetOrCreateTx.
+// the same rules as GetOrCreateTx. It takes no write lock on rows that
+// exist: to update them later in the same transaction, take the locks in
+// the batch's order first with UpdateOrCreateManyTx, or two such
+// transactions can deadlock on MariaDB/MySQL (each holding a shared lock
+// from its read, each waiting to write).
 func (t *Table[T]) GetOrCreateManyTx(ctx context.Context, tx Querier, rows []T) ([]Result[T], error) {
 	return t.many(ctx, adapt(tx), rows, nil, false)
 }
