@@ -23,7 +23,7 @@ func main() {
 	contenders := flag.String("contender", "", "contenders to run, comma-separated (default all; the floor is needed for ratios)")
 	workers := flag.String("workers", "1,8,32,64", "numbers of concurrent workers, comma-separated")
 	dur := flag.Duration("d", 2*time.Second, "duration of each cell, not counting a short warm-up")
-	rounds := flag.Int("rounds", 4, "rounds each cell is cut into; the contenders take turns within a round")
+	rounds := flag.Int("rounds", 8, "rounds each cell is cut into; the contenders take turns within a round")
 	out := flag.String("o", "", "write the Markdown table to this file (default stdout)")
 	pg := flag.String("postgres", envOr("GETORCREATE_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL DSN")
 	my := flag.String("mysql", envOr("GETORCREATE_MYSQL", "mysql://root@127.0.0.1:3306/test"), "MariaDB/MySQL DSN")
