@@ -2,6 +2,7 @@ package tagd_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -347,43 +348,63 @@ func TestAuthRateLimitUnavailable(t *testing.T) {
 	})
 }
 
-// TestReconnect cuts every connection of tagd's pool on PostgreSQL, as a
+// TestReconnect kills every session of tagd's pool on the server, as a
 // database restart would: tagd must answer again without a restart of its
 // own, and answer 503 (not 500) until then.
 func TestReconnect(t *testing.T) {
-	d := testdb.Open(t, "postgres")
-	t.Parallel()
-	app := strings.TrimSuffix(prefix(), "_")
-	sep := "?"
-	if strings.Contains(d.DSN, "?") {
-		sep = "&"
-	}
-	d2 := *d
-	d2.DSN = d.DSN + sep + "application_name=" + app
-	srv, _ := startServer(t, &d2, tagd.Options{})
-	if a := postTag(t, srv.URL, "reconnect"); a.Status != 201 {
-		t.Fatalf("%d %s", a.Status, a.Body)
-	}
-	var killed int
-	if err := d.SQL.QueryRow("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&killed); err != nil {
-		t.Fatal(err)
-	}
-	if killed == 0 {
-		t.Fatal("found no connection of tagd's pool to cut")
-	}
-	var statuses []int
-	for range 10 {
-		a := postTag(t, srv.URL, "reconnect")
-		statuses = append(statuses, a.Status)
-		if a.Status == 200 {
-			break
+	testdb.EachOf(t, []string{"postgres", "mysql"}, func(t *testing.T, d *testdb.DB) {
+		srv, store := startServer(t, d, tagd.Options{})
+		if a := postTag(t, srv.URL, "reconnect"); a.Status != 201 {
+			t.Fatalf("%d %s", a.Status, a.Body)
 		}
-		if a.Status != 503 {
-			t.Fatalf("after the cut: %d %s, want 503 until it answers again", a.Status, a.Body)
+		// Hold every open connection of the pool at once to learn its
+		// session id, then kill them all from another pool.
+		db := store.DB()
+		ctx := context.Background()
+		idQuery, kill := "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(%d)"
+		if d.Kind == "mysql" {
+			idQuery, kill = "SELECT CONNECTION_ID()", "KILL %d"
 		}
-	}
-	if statuses[len(statuses)-1] != 200 {
-		t.Fatalf("after cutting %d connections, answers were %v; want 503s, then 200", killed, statuses)
-	}
-	t.Logf("cut %d connections; answers %v", killed, statuses)
+		var ids []int64
+		var conns []*sql.Conn
+		for range db.Stats().OpenConnections {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+			var id int64
+			if err := c.QueryRowContext(ctx, idQuery).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		for _, c := range conns {
+			c.Close() // back to the pool, idle, for tagd's next request
+		}
+		if n := db.Stats().Idle; n != len(ids) {
+			t.Fatalf("%d idle connections, want all %d back in the pool", n, len(ids))
+		}
+		for _, id := range ids {
+			d.Exec(t, fmt.Sprintf(kill, id))
+		}
+		if len(ids) == 0 {
+			t.Fatal("tagd's pool has no connection to cut")
+		}
+		var statuses []int
+		for range 10 {
+			a := postTag(t, srv.URL, "reconnect")
+			statuses = append(statuses, a.Status)
+			if a.Status == 200 {
+				break
+			}
+			if a.Status != 503 {
+				t.Fatalf("after the cut: %d %s, want 503 until it answers again", a.Status, a.Body)
+			}
+		}
+		if statuses[len(statuses)-1] != 200 {
+			t.Fatalf("after killing %d sessions, answers were %v; want 503s, then 200", len(ids), statuses)
+		}
+		t.Logf("killed %d sessions; answers %v", len(ids), statuses)
+	})
 }
