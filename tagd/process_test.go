@@ -145,13 +145,14 @@ func dropTables(d *testdb.DB, pfx string) {
 	}
 }
 
-// TestProcessesStampede runs 3 tagd processes on one PostgreSQL (and one
-// MariaDB) database, started together so they also race on the migration,
-// and sends 64 clients at them at once with the same new tags in different
-// spellings, then the same item tags. Every tag must have exactly one row,
-// exactly one 201, and a count equal to the number of 2xx answers.
+// TestProcessesStampede runs 3 tagd processes on one PostgreSQL database
+// (and one MariaDB database, and one SQLite file), started together so they
+// also race on the migration, and sends 64 clients at them at once with the
+// same new tags in different spellings, then the same item tags. Every tag
+// must have exactly one row, exactly one 201, and a count equal to the
+// number of 2xx answers.
 func TestProcessesStampede(t *testing.T) {
-	testdb.EachOf(t, []string{"postgres", "mysql"}, func(t *testing.T, d *testdb.DB) {
+	testdb.EachOf(t, []string{"sqlite", "postgres", "mysql"}, func(t *testing.T, d *testdb.DB) {
 		pfx := prefix()
 		t.Cleanup(func() { dropTables(d, pfx) })
 		procs := make([]*proc, 3)
