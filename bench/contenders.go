@@ -26,6 +26,7 @@ type OpFunc func(ctx context.Context, key string) (Outcome, error)
 // exist, New for keys that are all new, Update for count = count + 1.
 type Ops struct {
 	Existing, New, Update OpFunc
+	Close                 func() // releases what Open prepared; may be nil
 }
 
 // Env is one database under benchmark, shared by every contender.
@@ -50,6 +51,7 @@ type Contender struct {
 func Contenders() []Contender {
 	cs := []Contender{
 		{Name: "floor", Note: "plain SELECT / plain INSERT ... RETURNING / one raw upsert ... RETURNING on the same driver and pool: the cost floor, neither race-safe nor aware of what it created", Open: openFloor},
+		{Name: "floor-prepared", Kinds: []string{"sqlite", "mysql"}, Note: "the floor's statements prepared once (*sql.Stmt), as getorcreate prepares its own; on PostgreSQL pgx already caches prepared statements, so the plain floor is this", Open: openFloorPrepared},
 		{Name: "getorcreate", Note: "this library: Table.GetOrCreate and Table.UpdateOrCreate(row, getorcreate.Add(\"count\", 1))", Open: openGOC},
 		{Name: "gorm-firstorcreate", Note: "GORM Where(row).FirstOrCreate; for update-or-create Attrs(count=1).FirstOrCreate, then UpdateColumn(count+1) when it found the row", Open: openGormFOC},
 		{Name: "gorm-onconflict", Note: "GORM Clauses(clause.OnConflict{...}).Create: DoNothing then First when nothing was inserted; DoUpdates count = count + 1 (GORM returns only the id, not the stored count)", Open: openGormOC},
@@ -66,17 +68,7 @@ var extraContenders []Contender
 // call, with no created flag and no race handling.
 func openFloor(ctx context.Context, e *Env, table string) (Ops, error) {
 	db := e.DB
-	sel := rebind(db, "SELECT id, name, count FROM "+table+" WHERE name = ?")
-	ins := rebind(db, "INSERT INTO "+table+" (name) VALUES (?) RETURNING id, name, count")
-	var ups string
-	switch e.Kind {
-	case "mysql":
-		ups = "INSERT INTO " + table + " (name, count) VALUES (?, 1) ON DUPLICATE KEY UPDATE count = count + 1 RETURNING id, name, count"
-	case "postgres":
-		ups = "INSERT INTO " + table + " AS t (name, count) VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET count = t.count + 1 RETURNING id, name, count"
-	default:
-		ups = "INSERT INTO " + table + " (name, count) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET count = count + 1 RETURNING id, name, count"
-	}
+	sel, ins, ups := floorSQL(e.Kind, db, table)
 	one := func(q string, created, known bool) OpFunc {
 		return func(ctx context.Context, key string) (Outcome, error) {
 			var r Row
@@ -85,6 +77,60 @@ func openFloor(ctx context.Context, e *Env, table string) (Ops, error) {
 		}
 	}
 	return Ops{Existing: one(sel, false, true), New: one(ins, true, true), Update: one(ups, false, false)}, nil
+}
+
+// floorSQL returns the floor's three statements: the plain SELECT by key,
+// the plain INSERT ... RETURNING and the raw upsert ... RETURNING.
+func floorSQL(kind string, db *sql.DB, table string) (sel, ins, ups string) {
+	sel = rebind(db, "SELECT id, name, count FROM "+table+" WHERE name = ?")
+	ins = rebind(db, "INSERT INTO "+table+" (name) VALUES (?) RETURNING id, name, count")
+	switch kind {
+	case "mysql":
+		ups = "INSERT INTO " + table + " (name, count) VALUES (?, 1) ON DUPLICATE KEY UPDATE count = count + 1 RETURNING id, name, count"
+	case "postgres":
+		ups = "INSERT INTO " + table + " AS t (name, count) VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET count = t.count + 1 RETURNING id, name, count"
+	default:
+		ups = "INSERT INTO " + table + " (name, count) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET count = count + 1 RETURNING id, name, count"
+	}
+	return sel, ins, ups
+}
+
+// floor-prepared: the floor's statements through *sql.Stmt, prepared once
+// per connection by database/sql.
+func openFloorPrepared(ctx context.Context, e *Env, table string) (Ops, error) {
+	db := e.DB
+	var stmts []*sql.Stmt
+	closeAll := func() {
+		for _, s := range stmts {
+			s.Close()
+		}
+	}
+	one := func(q string, created, known bool) (OpFunc, error) {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		stmts = append(stmts, st)
+		return func(ctx context.Context, key string) (Outcome, error) {
+			var r Row
+			err := st.QueryRowContext(ctx, key).Scan(&r.ID, &r.Name, &r.Count)
+			return Outcome{Created: created, Known: known}, err
+		}, nil
+	}
+	sel, ins, ups := floorSQL(e.Kind, db, table)
+	var ops Ops
+	var err error
+	if ops.Existing, err = one(sel, false, true); err == nil {
+		if ops.New, err = one(ins, true, true); err == nil {
+			ops.Update, err = one(ups, false, false)
+		}
+	}
+	if err != nil {
+		closeAll()
+		return Ops{}, err
+	}
+	ops.Close = closeAll
+	return ops, nil
 }
 
 func openGOC(ctx context.Context, e *Env, table string) (Ops, error) {

@@ -277,6 +277,7 @@ type cell struct {
 	known  bool
 	okAll  int64     // successful calls, warm-up included, for the lost-update check
 	rate   []float64 // ops/s of each timed round
+	close  func()
 }
 
 // runGroup runs every contender on one workload and number of workers. The
@@ -289,6 +290,9 @@ func runGroup(ctx context.Context, e *Env, cs []Contender, workload string, n in
 	var cells []*cell
 	defer func() {
 		for _, c := range cells {
+			if c.close != nil {
+				c.close()
+			}
 			if c.table != existing {
 				dropTable(e.DB, c.table)
 			}
@@ -308,6 +312,7 @@ func runGroup(ctx context.Context, e *Env, cs []Contender, workload string, n in
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.Name, err)
 		}
+		cl.close = ops.Close
 		switch workload {
 		case Existing:
 			cl.op = ops.Existing
