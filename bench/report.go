@@ -62,19 +62,25 @@ func WriteMarkdown(w io.Writer, results []Result) {
 	fmt.Fprintln(w, "| database | contender | workload | target | 1 | 8 | 32 | 64 | correct |")
 	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---|")
 	for _, g := range groups {
-		for _, name := range []string{"getorcreate", "getorcreate-pgx"} {
+		for _, name := range []string{"getorcreate", "getorcreate-pgx", "getorcreate vs floor-prepared"} {
 			var cells []string
 			var any, correct = false, true
 			for _, n := range []int{1, 8, 32, 64} {
 				cell := "·"
 				for _, r := range results {
-					if r.Kind == g.kind && r.Workload == g.workload && r.Contender == name && r.Workers == n {
+					vsPrepared := name == "getorcreate vs floor-prepared"
+					if r.Kind == g.kind && r.Workload == g.workload && r.Workers == n &&
+						(r.Contender == name || vsPrepared && r.Contender == "getorcreate" && r.RatioPrepared > 0) {
 						any = true
+						x := r.Ratio
+						if vsPrepared {
+							x = r.RatioPrepared
+						}
 						mark := "✓"
-						if r.Ratio < Targets[g.workload] {
+						if x < Targets[g.workload] {
 							mark = "✗"
 						}
-						cell = ratio(r.Ratio) + " " + mark
+						cell = ratio(x) + " " + mark
 						if r.Errors != 0 || (r.DupKnown && r.Dup != 0) || (r.LostKnown && r.Lost != 0) {
 							correct = false
 						}

@@ -72,6 +72,7 @@ type Result struct {
 	DupKnown                  bool
 	Lost                      int64 // update workloads: successful increments missing from the table
 	LostKnown                 bool
+	RatioPrepared             float64 // the same, over floor-prepared's (SQLite and MariaDB)
 	Ratio                     float64 // ops/s over the floor's in the same run, database, workload and workers; 0 when there is no floor
 }
 
@@ -191,28 +192,35 @@ func selected(c Contender, kind string, names []string) bool {
 // contenders): the median over rounds of the two throughputs measured in
 // the same round, which cancels most of the noise of a shared machine.
 func setRatios(cells []*cell) {
-	floors := map[string]*cell{}
+	byName := map[string]*cell{}
 	for _, c := range cells {
-		if c.res.Contender == "floor" || c.res.Contender == "floor-pgx" {
-			floors[c.res.Contender] = c
-		}
+		byName[c.res.Contender] = c
 	}
 	for _, c := range cells {
-		f := floors["floor"]
+		floor := "floor"
 		if strings.HasSuffix(c.res.Contender, "-pgx") {
-			f = floors["floor-pgx"]
+			floor = "floor-pgx"
 		}
-		if f == nil || len(f.rate) != len(c.rate) {
-			continue
+		c.res.Ratio = medianRatio(c, byName[floor])
+		if !strings.HasSuffix(c.res.Contender, "-pgx") {
+			c.res.RatioPrepared = medianRatio(c, byName["floor-prepared"])
 		}
-		var rs []float64
-		for i := range c.rate {
-			if f.rate[i] > 0 {
-				rs = append(rs, c.rate[i]/f.rate[i])
-			}
-		}
-		c.res.Ratio = median(rs)
 	}
+}
+
+// medianRatio is the median over rounds of c's ops/s over f's in the same
+// round, or 0 without f.
+func medianRatio(c, f *cell) float64 {
+	if f == nil || len(f.rate) != len(c.rate) {
+		return 0
+	}
+	var rs []float64
+	for i := range c.rate {
+		if f.rate[i] > 0 {
+			rs = append(rs, c.rate[i]/f.rate[i])
+		}
+	}
+	return median(rs)
 }
 
 func median(xs []float64) float64 {
