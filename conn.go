@@ -73,6 +73,19 @@ type stmtCache struct {
 
 const maxCachedStmts = 256
 
+func (c *stmtCache) close() error {
+	var first error
+	c.m.Range(func(k, v any) bool {
+		if err := v.(*sql.Stmt).Close(); err != nil && first == nil {
+			first = err
+		}
+		c.m.Delete(k)
+		return true
+	})
+	c.count.Store(maxCachedStmts) // prepare nothing more after Close
+	return first
+}
+
 func (c *stmtCache) get(ctx context.Context, q string) *sql.Stmt {
 	if c == nil {
 		return nil
@@ -136,9 +149,25 @@ func (s sqlAny) Exec(ctx context.Context, q string, args ...any) (dialect.Result
 	return s.q.ExecContext(ctx, q, args...)
 }
 
+// IsTx forwards the wrapped handle's answer, if it has one.
+func (s sqlAny) IsTx() bool {
+	t, ok := s.q.(interface{ IsTx() bool })
+	return ok && t.IsTx()
+}
+
 var (
 	_ dialect.Querier  = sqlDB{}
 	_ dialect.Beginner = sqlDB{}
 	_ dialect.Tx       = sqlTx{}
 	_ dialect.Querier  = sqlConn{}
 )
+
+// isTx reports whether a caller's handle is known to be a transaction (a
+// *sql.Conn or *sql.DB runs each statement on its own).
+func isTx(q dialect.Querier) bool {
+	if t, ok := q.(interface{ IsTx() bool }); ok {
+		return t.IsTx()
+	}
+	_, ok := q.(sqlTx)
+	return ok
+}

@@ -8,8 +8,11 @@ import (
 	"github.com/getorcreate/getorcreate/dialect"
 )
 
-// Sentinel errors. Every error the library returns matches one of them with
-// errors.Is, and wraps the driver's error (when there is one) too.
+// Sentinel errors. The errors the library recognises match one of them with
+// errors.Is and wrap the driver's error too; an error it does not recognise
+// (a foreign-key or CHECK violation, a lost connection) comes back as an
+// *Error with a nil Kind, wrapping the driver's error, and a cancelled
+// context's error matches context.Canceled or context.DeadlineExceeded.
 var (
 	// ErrNoUniqueIndex: no PRIMARY KEY or non-partial, non-deferrable UNIQUE
 	// constraint or index covers exactly the key columns, so the database
@@ -44,6 +47,11 @@ var (
 	ErrInvalidValue = errors.New("invalid value for column")
 	// ErrNotNull: a NULL was given for a NOT NULL column.
 	ErrNotNull = errors.New("NULL in NOT NULL column")
+	// ErrDuplicateInput: two inputs of one UpdateOrCreateMany batch are one
+	// key under the column's collation (citext, a nondeterministic
+	// collation) though their bytes differ, and PostgreSQL cannot update a
+	// row twice in one statement (21000). Send them in separate batches.
+	ErrDuplicateInput = errors.New("two inputs of one batch are the same key under the column's collation")
 	// ErrLostRace: the row kept changing under the call (created and deleted
 	// again by others) more times than the retry limit allows. Retryable.
 	ErrLostRace = errors.New("row kept changing under the call")
@@ -112,9 +120,11 @@ func (e *SchemaError) Error() string {
 // Unwrap returns the kind.
 func (e *SchemaError) Unwrap() error { return e.Kind }
 
-// IsRetryable reports whether err is a serialization failure, a deadlock or
-// a busy database: the transaction it happened in is lost, and running the
-// whole transaction again may succeed. Inside a caller's transaction the
+// IsRetryable reports whether err is a serialization failure, a deadlock, a
+// busy database or a lock wait timeout: running the whole transaction again
+// may succeed. (Most of these end the transaction; MySQL's lock wait timeout
+// rolls back only the statement, but retrying the transaction is still the
+// safe response.) Inside a caller's transaction the
 // library never retries by itself; use RunTx.
 func IsRetryable(err error) bool {
 	return errors.Is(err, ErrSerialization) || errors.Is(err, ErrDeadlock) ||
@@ -138,6 +148,8 @@ func kindOf(c dialect.Class) error {
 		return ErrNotNull
 	case dialect.ClassUnique:
 		return ErrConflict
+	case dialect.ClassCardinality:
+		return ErrDuplicateInput
 	}
 	return nil
 }

@@ -101,7 +101,9 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 	}
 	per := len(t.m.Fields) + 1 + len(updateArgs)
 	chunk := max(1, min(1000, (t.feat.MaxParams-len(updateArgs))/per))
+	failed := -1 // the input a dialect named as the cause of a failure
 	runAll := func(q dialect.Querier, inTx bool) (bool, error) {
+		failed = -1
 		for lo := 0; lo < len(order); lo += chunk {
 			part := order[lo:min(lo+chunk, len(order))]
 			plan, err := t.bulkPlan(kind, omit, ups, len(part))
@@ -118,6 +120,10 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 				err = plan.GetOrCreateMany(ctx, q, b)
 			}
 			if err != nil {
+				var br interface{ BatchRow() int }
+				if errors.As(err, &br) && br.BatchRow() >= 0 && br.BatchRow() < len(part) {
+					failed = part[br.BatchRow()]
+				}
 				return false, err
 			}
 			for j, i := range part {
@@ -129,14 +135,16 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 	var attempts int
 	var err error
 	if q != nil {
-		_, attempts, err = t.run(ctx, op, true, func() (bool, error) { return runAll(q, true) })
+		_, attempts, err = t.run(ctx, op, true, func() (bool, error) { return runAll(q, isTx(q)) })
 	} else {
 		_, attempts, err = t.run(ctx, op, false, func() (bool, error) {
 			return t.inOwnTx(ctx, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
 		})
 	}
 	if err != nil {
-		if q == nil {
+		if e, ok := err.(*Error); ok && failed >= 0 {
+			e.Input = failed
+		} else if q == nil {
 			t.blame(ctx, err, order, calls, updateArgs, kind, omit, ups)
 		}
 		return nil, err
@@ -151,13 +159,18 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 }
 
 // keyString encodes a row's key values exactly, for deduplication and
-// ordering. It only merges byte-identical keys: keys that differ in bytes but
-// that the column's collation calls equal ("Go" and "go" under a
+// ordering: each value length-prefixed, so that no two different keys
+// encode alike. It only merges byte-identical keys: keys that differ in
+// bytes but that the column's collation calls equal ("Go" and "go" under a
 // case-insensitive collation) are left to the database, which matches them.
 func (t *tableCore) keyString(values []any) string {
 	var b strings.Builder
 	for _, p := range t.keyPos {
 		v := values[p]
+		if mapping.IsNull(v) {
+			b.WriteString("N;")
+			continue
+		}
 		if dv, ok := v.(driver.Valuer); ok {
 			if x, err := dv.Value(); err == nil {
 				v = x
@@ -167,15 +180,11 @@ func (t *tableCore) keyString(values []any) string {
 		for rv.Kind() == reflect.Pointer && !rv.IsNil() {
 			rv = rv.Elem()
 		}
-		if rv.IsValid() && rv.Kind() != reflect.Pointer {
+		if rv.IsValid() {
 			v = rv.Interface()
 		}
-		if mapping.IsNull(v) {
-			b.WriteString("\x00N")
-		} else {
-			fmt.Fprintf(&b, "%T\x00%v", v, v)
-		}
-		b.WriteByte(0xff)
+		s := fmt.Sprintf("%T:%v", v, v)
+		fmt.Fprintf(&b, "%d:%s;", len(s), s)
 	}
 	return b.String()
 }

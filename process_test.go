@@ -198,7 +198,11 @@ func TestStampedeProcesses(t *testing.T) {
 					keys[i] = fmt.Sprintf("%s-%d", mode, i)
 				}
 				var v verdict
-				for key, outs := range runProcesses(t, db, table, mode, 4, keys) {
+				got := runProcesses(t, db, table, mode, 4, keys)
+				if len(got) != len(keys) {
+					t.Fatalf("outcomes for %d keys, want %d", len(got), len(keys))
+				}
+				for key, outs := range got {
 					if len(outs) != 64 {
 						t.Fatalf("key %s: %d outcomes, want 64", key, len(outs))
 					}

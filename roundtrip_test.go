@@ -9,16 +9,24 @@ import (
 	"time"
 
 	"github.com/getorcreate/getorcreate"
+	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/internal/testdb"
 )
 
 // counter is a caller's handle that counts the statements the library sends
 // through it, and can run something before the n-th one.
 type counter struct {
-	c      *sql.Conn
+	c interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	}
 	n      atomic.Int32
 	before map[int32]func()
+	tx     bool
 }
+
+// IsTx tells the library whether the handle is a transaction.
+func (c *counter) IsTx() bool { return c.tx }
 
 func (c *counter) hook(n int32) {
 	if f := c.before[n]; f != nil {
@@ -36,6 +44,38 @@ func (c *counter) QueryContext(ctx context.Context, q string, args ...any) (*sql
 	return c.c.QueryContext(ctx, q, args...)
 }
 
+// ownCounter is a pool handle for the table's own calls that counts the
+// statements sent through it.
+type ownCounter struct {
+	db     *sql.DB
+	n      atomic.Int32
+	before map[int32]func()
+}
+
+func (o *ownCounter) hook() {
+	if f := o.before[o.n.Add(1)]; f != nil {
+		f()
+	}
+}
+
+func (o *ownCounter) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	o.hook()
+	r, err := o.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (o *ownCounter) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	o.hook()
+	return o.db.ExecContext(ctx, q, args...)
+}
+
+func (o *ownCounter) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, error) {
+	return nil, fmt.Errorf("not used by single-row calls")
+}
+
 // TestStatementCounts pins the statements each path sends, against what a
 // careful engineer would write for that path alone: one SELECT for an
 // existing key, one INSERT ... RETURNING for a new one, one upsert. A table
@@ -47,47 +87,55 @@ func TestStatementCounts(t *testing.T) {
 		"postgres": {
 			"reads/get existing": 1, "reads/get new": 2, "reads/get lost race": 3, "reads/update existing": 1, "reads/update new": 1,
 			"writes/get existing": 1, "writes/get new": 1, "writes/get lost race": 2, "writes/update existing": 1, "writes/update new": 1,
-			"many mixed": 1,
+			"many mixed": 1, "tx/get new": 1,
 		},
 		// MariaDB always looks up first: an INSERT of an existing key would
 		// fire insert triggers and burn an AUTO_INCREMENT value.
 		"mysql": {
 			"reads/get existing": 1, "reads/get new": 2, "reads/get lost race": 3, "reads/update existing": 1, "reads/update new": 1,
 			"writes/get existing": 1, "writes/get new": 2, "writes/get lost race": 3, "writes/update existing": 1, "writes/update new": 1,
-			"many mixed": 2,
+			"many mixed": 2, "tx/get new": 2,
 		},
+		// SQLite writes first only in its own calls: in a caller's
+		// transaction a write needs the one write lock, a read does not.
 		"sqlite": {
 			"reads/get existing": 1, "reads/get new": 2, "reads/get lost race": 3, "reads/update existing": 1, "reads/update new": 2,
 			"writes/get existing": 2, "writes/get new": 1, "writes/get lost race": 2, "writes/update existing": 2, "writes/update new": 1,
-			"many mixed": 3,
+			"many mixed": 3, "tx/get new": 2,
 		},
 	}
 	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
 		ctx := context.Background()
-		tags, table := openTags(t, db)
-		conn, err := db.SQL.Conn(ctx)
+		table := db.Create(t, testdb.TagsDDL)
+		d, err := dialect.ForDriver(db.SQL.Driver())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
+		own := &ownCounter{db: db.SQL}
+		tags, err := getorcreate.OpenDriver[Tag](ctx, d, own, own, getorcreate.Config{Table: table, Key: []string{"name"}})
+		if err != nil {
+			t.Fatal(err)
+		}
 		ph := placeholder(db)
 		got := map[string]int32{}
-		run := func(path string, before map[int32]func(), fn func(q getorcreate.Querier) error) {
-			c := &counter{c: conn, before: before}
-			if err := fn(c); err != nil {
+		run := func(path string, before map[int32]func(), fn func() error) {
+			own.n.Store(0)
+			own.before = before
+			if err := fn(); err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
-			got[path] = c.n.Load()
+			got[path] = own.n.Load()
+			own.before = nil
 		}
-		get := func(name string) func(q getorcreate.Querier) error {
-			return func(q getorcreate.Querier) error {
-				_, err := tags.GetOrCreateTx(ctx, q, Tag{Name: name})
+		get := func(name string) func() error {
+			return func() error {
+				_, err := tags.GetOrCreate(ctx, Tag{Name: name})
 				return err
 			}
 		}
-		upd := func(name string) func(q getorcreate.Querier) error {
-			return func(q getorcreate.Querier) error {
-				_, err := tags.UpdateOrCreateTx(ctx, q, Tag{Name: name, Count: 1}, getorcreate.Add("count", 1))
+		upd := func(name string) func() error {
+			return func() error {
+				_, err := tags.UpdateOrCreate(ctx, Tag{Name: name, Count: 1}, getorcreate.Add("count", 1))
 				return err
 			}
 		}
@@ -145,10 +193,25 @@ func TestStatementCounts(t *testing.T) {
 				}}, get(key))
 			}
 		}
-		run("many mixed", nil, func(q getorcreate.Querier) error {
-			_, err := tags.GetOrCreateManyTx(ctx, q, []Tag{{Name: "lean-find"}, {Name: "m1"}, {Name: "m2"}})
-			return err
-		})
+		// Inside a caller's transaction, in a write-mostly table.
+		tx, err := db.SQL.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &counter{c: tx, tx: true}
+		if _, err := tags.GetOrCreateTx(ctx, c, Tag{Name: "tx-new"}); err != nil {
+			t.Fatal(err)
+		}
+		got["tx/get new"] = c.n.Swap(0)
+		// A batch inside a transaction (on SQLite, outside one, it goes row
+		// by row: another connection could commit between its statements).
+		if _, err := tags.GetOrCreateManyTx(ctx, c, []Tag{{Name: "lean-find"}, {Name: "m1"}, {Name: "m2"}}); err != nil {
+			t.Fatal(err)
+		}
+		got["many mixed"] = c.n.Load()
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
 		for path, n := range want[db.Kind] {
 			if got[path] != n {
 				t.Errorf("%s: %d statements, want %d", path, got[path], n)

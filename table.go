@@ -266,6 +266,16 @@ func (t *tableCore) isKey(col string) bool {
 	return i >= 0 && slices.Contains(t.keyPos, i)
 }
 
+// Close releases the statements the table prepared on its *sql.DB (on
+// SQLite and MariaDB/MySQL). Open a table once and share it; Close it when
+// the program no longer needs it. It does not close the *sql.DB.
+func (t *tableCore) Close() error {
+	if s, ok := t.own.(sqlDB); ok && s.stmts != nil {
+		return s.stmts.close()
+	}
+	return nil
+}
+
 // Name returns the table's name.
 func (t *tableCore) Name() string { return t.name }
 
@@ -343,7 +353,9 @@ func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, ui
 		}
 	}
 	c.Dest = t.m.Addrs(p, make([]any, 0, len(t.m.Fields)))
-	c.LikelyExists = t.finds.Load() >= 0
+	// Write first only when most recent calls created their key; one
+	// creation in a fresh table is no trend.
+	c.LikelyExists = t.finds.Load() > -8
 	return c, omit, nil
 }
 
@@ -412,10 +424,11 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 		return res, err
 	}
 	res.Created, res.Attempts, err = t.run(ctx, op, inTx, func() (bool, error) { return plan.GetOrCreate(ctx, q, c) })
-	if err == nil {
-		t.learn(!res.Created)
+	if err != nil {
+		return Result[T]{Row: row, Attempts: res.Attempts}, err
 	}
-	return res, err
+	t.learn(!res.Created)
+	return res, nil
 }
 
 func (t *Table[T]) find(ctx context.Context, q dialect.Querier, inTx bool, c *dialect.Call) (bool, error) {
@@ -449,10 +462,12 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 		}
 	}
 	res.Created, res.Attempts, err = t.run(ctx, op, inTx, fn)
-	if err == nil {
-		t.learn(!res.Created)
+	if err != nil {
+		// Whatever a failed attempt scanned is not the caller's row.
+		return Result[T]{Row: row, Attempts: res.Attempts}, err
 	}
-	return res, err
+	t.learn(!res.Created)
+	return res, nil
 }
 
 // inOwnTx runs fn in a transaction of the library's own and commits it.

@@ -124,8 +124,8 @@ type Table struct {
 	Key     []int    // positions in Columns of the key columns
 	Arbiter Index    // the unique index that covers exactly the key
 	Schema  *Schema
-	// OtherUnique are the unique indexes other than Arbiter whose columns
-	// are all mapped: an insert can conflict on them.
+	// OtherUnique are the unique indexes other than Arbiter: an insert can
+	// conflict on them.
 	OtherUnique []Index
 }
 
@@ -148,9 +148,9 @@ type Call struct {
 	Values     []any // one per Table.Columns; only Shape.Insert positions are sent on insert
 	UpdateArgs []any // the bound values of the assignments, in Expr order
 	Dest       []any // scan targets, one per Table.Columns
-	// InTx is true inside the caller's transaction: the plan must not start
-	// or end transactions and must read the winner of a lost race with a
-	// read that sees it at the caller's isolation level.
+	// InTx is true for the ...Tx calls, on the caller's handle: the plan
+	// must not start or end transactions, and SQLite reads before it writes
+	// there (a write needs its one write lock; a read does not).
 	InTx bool
 	// LikelyExists is the table's recent experience: most of its calls
 	// found the key. A plan may then look up first, and insert first when
@@ -272,7 +272,10 @@ type Batch struct {
 	Rows       []*Call
 	Created    []bool // out: one per row
 	UpdateArgs []any
-	InTx       bool
+	// InTx is true when the handle is known to be a transaction (the
+	// library's own, or a caller's *sql.Tx or pgx.Tx), so that the batch's
+	// statements see no other writer's commits between them on SQLite.
+	InTx bool
 }
 
 // BulkPlan runs the compiled statements of one table, shape and chunk size.

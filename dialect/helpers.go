@@ -6,8 +6,8 @@ import (
 	"sync"
 )
 
-// QuoteWith quotes each dot-separated part of ident with q, doubling any q
-// inside: the quoting of all three databases, with " or `.
+// QuoteWith quotes each dot-separated part of a table name with q,
+// doubling any q inside: the quoting of all three databases, with " or `.
 func QuoteWith(ident string, q byte) string {
 	var b strings.Builder
 	b.Grow(len(ident) + 4)
@@ -15,16 +15,29 @@ func QuoteWith(ident string, q byte) string {
 		if i > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteByte(q)
-		for j := 0; j < len(part); j++ {
-			if part[j] == q {
-				b.WriteByte(q)
-			}
-			b.WriteByte(part[j])
-		}
-		b.WriteByte(q)
+		quotePart(&b, part, q)
 	}
 	return b.String()
+}
+
+// QuotePart quotes one identifier (a column, an index) with q, whole: a dot
+// in it is part of the name.
+func QuotePart(ident string, q byte) string {
+	var b strings.Builder
+	b.Grow(len(ident) + 2)
+	quotePart(&b, ident, q)
+	return b.String()
+}
+
+func quotePart(b *strings.Builder, part string, q byte) {
+	b.WriteByte(q)
+	for j := 0; j < len(part); j++ {
+		if part[j] == q {
+			b.WriteByte(q)
+		}
+		b.WriteByte(part[j])
+	}
+	b.WriteByte(q)
 }
 
 // QueryEach runs a query and calls fn for each row.

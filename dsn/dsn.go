@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ func Parse(s string) (Parsed, error) {
 		if path == "" || path == ":memory:" {
 			return Parsed{}, fmt.Errorf("%w %q: sqlite needs a file path (an in-memory database is one per connection)", ErrBadDSN, s)
 		}
+		if strings.ContainsAny(path, "?#") {
+			return Parsed{}, fmt.Errorf("%w %q: a sqlite path may not contain ? or #", ErrBadDSN, s)
+		}
 		q := url.Values{}
 		q.Add("_pragma", "busy_timeout(10000)")
 		q.Add("_pragma", "journal_mode(WAL)")
@@ -63,7 +67,7 @@ func Parse(s string) (Parsed, error) {
 		cfg.Net = "tcp"
 		cfg.Addr = u.Host
 		if u.Port() == "" {
-			cfg.Addr = u.Hostname() + ":3306"
+			cfg.Addr = net.JoinHostPort(u.Hostname(), "3306")
 		}
 		if u.User != nil {
 			cfg.User = u.User.Username()

@@ -126,6 +126,12 @@ func (q handleQ) Exec(ctx context.Context, s string, args ...any) (dialect.Resul
 	return result{tag}, err
 }
 
+// IsTx reports whether the handle is a transaction.
+func (q handleQ) IsTx() bool {
+	_, ok := q.h.(pgx.Tx)
+	return ok
+}
+
 var errNotSQL = errors.New("getorcreate/pgxv5: this adapter is for getorcreate's ...Tx calls, not for database/sql use")
 
 // ExecContext runs the statement through pgx.

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/getorcreate/getorcreate/dialect"
@@ -216,7 +217,7 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 		}
 		return nil
 	}
-	marks := make([]int64, len(b.Rows))
+	marks := make([]uint64, len(b.Rows))
 	err := scanInOrder(ctx, q, p.upsert, b.Rows, b.UpdateArgs, func(k int) []any { return []any{&marks[k]} })
 	if err != nil {
 		return err
@@ -226,8 +227,17 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 		case markInserted:
 			b.Created[i] = true
 		case markUpdated:
+		case markOther:
+			c := *b.Rows[i]
+			c.UpdateArgs = b.UpdateArgs
+			if _, err := p.single.updateExisting(ctx, q, &c); err != nil {
+				if ou, ok := err.(*OtherUniqueError); ok {
+					ou.Row = i
+				}
+				return err
+			}
 		default:
-			return &OtherUniqueError{Indexes: p.single.otherUniqueIndexes, Row: i}
+			return fmt.Errorf("upsert marker %d: cannot tell whether row %d was inserted", m, i)
 		}
 	}
 	return nil

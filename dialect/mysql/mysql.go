@@ -10,6 +10,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/getorcreate/getorcreate/dialect"
@@ -43,6 +45,9 @@ func (myDialect) Name() string { return "mysql" }
 func (myDialect) Quote(ident string) string { return quote(ident) }
 
 func quote(ident string) string { return dialect.QuoteWith(ident, '`') }
+
+// quoteColumn quotes a column or index name, whole.
+func quoteColumn(ident string) string { return dialect.QuotePart(ident, '`') }
 
 func splitName(table string) (schema *string, name string) {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -194,12 +199,12 @@ func (myDialect) Constraint(err error) string {
 }
 
 func (myDialect) CreateIndexDDL(table string, cols []string) string {
-	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quote(dialect.IndexName(table, cols)), dialect.QuoteList(quote, cols))
+	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quoteColumn(dialect.IndexName(table, cols)), dialect.QuoteList(quoteColumn, cols))
 }
 
 var syntax = dialect.Syntax{
 	Placeholder: func(int) string { return "?" },
-	Quote:       quote,
+	Quote:       quoteColumn,
 	Existing:    func(b *dialect.Builder, col string) { b.Ident(col) },
 	Proposed:    func(b *dialect.Builder, col string) { b.WriteString("VALUES("); b.Ident(col); b.WriteString(")") },
 	Greatest:    "GREATEST",
@@ -208,21 +213,24 @@ var syntax = dialect.Syntax{
 
 // The marker that says which way an upsert went: the VALUES list sets
 // LAST_INSERT_ID(1) as the row is built, before any duplicate is found; the
-// ON DUPLICATE KEY UPDATE path then sets it to 0 for our own key and to 2
-// when the duplicate was on another unique index (whose row is left as it
-// was). RETURNING LAST_INSERT_ID() (or the OK packet's insert id, without
+// ON DUPLICATE KEY UPDATE path then sets it to 0 for our own key and to the
+// largest signed BIGINT (the largest value LAST_INSERT_ID keeps here, and
+// one no AUTO_INCREMENT column reaches in practice) when the
+// duplicate was on another unique index (whose row is left as it was).
+// RETURNING LAST_INSERT_ID() (or the OK packet's insert id, without
 // RETURNING) reads it back. LAST_INSERT_ID(expr) is documented to return
 // expr and remember it for the connection.
 const (
-	markInserted = 1
-	markUpdated  = 0
-	markOther    = 2
+	markInserted uint64 = 1
+	markUpdated  uint64 = 0
+	markOther    uint64 = math.MaxInt64
 )
 
 type plan struct {
 	t                  *dialect.Table
 	returning          bool
 	find, findLocked   dialect.Stmt
+	update             dialect.Stmt
 	insert, upsert     dialect.Stmt
 	arbiter            string
 	otherUniqueIndexes []string
@@ -235,17 +243,14 @@ type plan struct {
 //	            committed row even in a REPEATABLE READ snapshot (MY-8)
 //	insert:     INSERT INTO t (...) VALUES (...) [RETURNING cols]
 //	upsert:     INSERT INTO t (...) VALUES (IF(LAST_INSERT_ID(1), ?, NULL), ...)
-//	            ON DUPLICATE KEY UPDATE k = IF(LAST_INSERT_ID(IF(mine, 0, 2)), k, k),
+//	            ON DUPLICATE KEY UPDATE k = IF(LAST_INSERT_ID(IF(mine, 0, other)), k, k),
 //	            c = IF(mine, expr, c), ... [RETURNING cols, LAST_INSERT_ID()]
 //
 // where mine is (k <=> VALUES(k) AND ...): with several unique indexes an
 // upsert can hit another index's row (MY-1); the guard leaves that row
 // unchanged and the marker reports it.
 func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Features) (dialect.Plan, error) {
-	p := &plan{t: t, returning: f.Returning, arbiter: t.Arbiter.Name}
-	for _, ix := range t.OtherUnique {
-		p.otherUniqueIndexes = append(p.otherUniqueIndexes, ix.Name)
-	}
+	p := &plan{t: t, returning: f.Returning, arbiter: t.Arbiter.Name, otherUniqueIndexes: reachable(t, s)}
 	all := dialect.Seq(len(t.Columns))
 	table := quote(t.Name)
 
@@ -288,6 +293,7 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 		values(b, true)
 		b.WriteString(" ON DUPLICATE KEY UPDATE ")
 		writeMarkerAndUpdates(b, t, s)
+		p.update = buildUpdate(t, s)
 		if p.returning {
 			b.WriteString(" RETURNING ")
 			b.List("", t.Columns, all)
@@ -296,6 +302,24 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 		p.upsert = b.Stmt()
 	}
 	return p, nil
+}
+
+// updateSyntax is for a plain UPDATE, where the proposed row is the call's
+// own bound values.
+var updateSyntax = func() dialect.Syntax {
+	s := syntax
+	s.Proposed = func(b *dialect.Builder, col string) { b.Value(b.Pos(col)) }
+	return s
+}()
+
+// buildUpdate is UPDATE t SET ... WHERE key = ?.
+func buildUpdate(t *dialect.Table, s *dialect.Shape) dialect.Stmt {
+	b := dialect.NewBuilder(&updateSyntax, t)
+	b.WriteString("UPDATE " + quote(t.Name) + " SET ")
+	b.Assignments(s.Updates, nil)
+	b.WriteString(" WHERE ")
+	b.KeyMatch("", "<=>")
+	return b.Stmt()
 }
 
 // mine writes (k <=> VALUES(k) AND ...): true when the duplicate-key update
@@ -320,26 +344,27 @@ func writeMarkerAndUpdates(b *dialect.Builder, t *dialect.Table, s *dialect.Shap
 	b.Ident(k)
 	b.WriteString(" = IF(LAST_INSERT_ID(IF(")
 	mine(b)
-	b.WriteString(", 0, 2)), ")
+	b.WriteString(", 0, " + strconv.FormatUint(markOther, 10) + ")), ")
 	b.Ident(k)
 	b.WriteString(", ")
 	b.Ident(k)
 	b.WriteString("), ")
 	var guard func(*dialect.Builder)
-	if otherCanConflict(t, s) {
+	if len(reachable(t, s)) > 0 {
 		guard = mine
 	}
 	b.Assignments(s.Updates, guard)
 }
 
-// otherCanConflict reports whether an insert of this shape can collide on a
-// unique index other than the key: any other index does, except one made
-// only of AUTO_INCREMENT columns that the insert leaves to the database.
-func otherCanConflict(t *dialect.Table, s *dialect.Shape) bool {
+// reachable names the unique indexes other than the key that an insert of
+// this shape can collide on: all of them, except those made only of
+// AUTO_INCREMENT columns that the insert leaves to the database.
+func reachable(t *dialect.Table, s *dialect.Shape) []string {
 	inserted := map[string]bool{}
 	for _, pos := range s.Insert {
 		inserted[t.Columns[pos]] = true
 	}
+	var names []string
 	for _, ix := range t.OtherUnique {
 		generated := len(ix.Columns) > 0
 		for _, c := range ix.Columns {
@@ -347,10 +372,10 @@ func otherCanConflict(t *dialect.Table, s *dialect.Shape) bool {
 			generated = generated && col != nil && col.Identity && !inserted[c]
 		}
 		if !generated {
-			return true
+			names = append(names, ix.Name)
 		}
 	}
-	return false
+	return names
 }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
@@ -415,7 +440,7 @@ func (p *plan) doInsert(ctx context.Context, q dialect.Querier, c *dialect.Call)
 // (or the caller's) to read the row it wrote: the upsert, then a locking
 // read of the row, which our upsert already holds locked.
 func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
-	var mark int64
+	var mark uint64
 	if p.returning {
 		dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &mark)
 		found, err := p.upsert.QueryOne(ctx, q, c, dest...)
@@ -432,20 +457,22 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 		}
 		// Without RETURNING the marker comes back as the OK packet's insert
 		// id, where an AUTO_INCREMENT value generated by the insert path
-		// takes its place: any value but 0 means inserted. The duplicate
-		// path of another index also reads 0 here, and is recognised by
-		// our key's row not being there.
-		if mark, err = res.LastInsertId(); err != nil {
-			return false, err
-		}
-		found, err := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
+		// may take the place of the 1: any value but 0 and the other-index
+		// marker means inserted.
+		id, err := res.LastInsertId()
 		if err != nil {
 			return false, err
 		}
-		if !found {
-			return false, &OtherUniqueError{Indexes: p.otherUniqueIndexes}
+		if mark = uint64(id); mark != markOther {
+			found, err := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
+			if err != nil {
+				return false, err
+			}
+			if !found {
+				return false, dialect.ErrLostRace
+			}
+			return mark != markUpdated, nil
 		}
-		return mark != markUpdated, nil
 	}
 	switch mark {
 	case markInserted:
@@ -453,17 +480,39 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 	case markUpdated:
 		return false, nil
 	case markOther:
-		return false, &OtherUniqueError{Indexes: p.otherUniqueIndexes}
+		return p.updateExisting(ctx, q, c)
 	}
 	return false, fmt.Errorf("upsert marker %d: cannot tell whether the row was inserted", mark)
+}
+
+// updateExisting handles an upsert whose proposed row collided on another
+// unique index, which MySQL may check before the key's: the guard left that
+// row alone. If our key's row exists, the update is for it, as on the other
+// databases (where an upsert finds the key's row first); else the proposed
+// row truly conflicts with another one.
+func (p *plan) updateExisting(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	if _, err := q.Exec(ctx, p.update.SQL, p.update.Args(c)...); err != nil {
+		return false, err
+	}
+	found, err := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
+	if err != nil {
+		return false, err
+	}
+	if !found {
+		return false, &OtherUniqueError{Indexes: p.otherUniqueIndexes, Row: -1}
+	}
+	return false, nil
 }
 
 // OtherUniqueError reports an upsert whose row collided on a unique index
 // other than the key; the row it collided with was left unchanged.
 type OtherUniqueError struct {
 	Indexes []string
-	Row     int // in a batch, the row's position in its chunk
+	Row     int // in a batch, the row's position in its chunk; -1 outside one
 }
+
+// BatchRow is the row's position in its batch, or -1.
+func (e *OtherUniqueError) BatchRow() int { return e.Row }
 
 func (e *OtherUniqueError) Error() string {
 	return "duplicate on another unique index (" + strings.Join(e.Indexes, ", ") + "); the existing row was left unchanged"

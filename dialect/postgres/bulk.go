@@ -117,9 +117,14 @@ func (p *bulkPlan) buildFused(n int) dialect.Stmt {
 	b.List("", t.Columns, all)
 	b.WriteString(") SELECT s.ord, ")
 	b.List("s.", t.Columns, all)
+	// Two inputs that the column's collation calls one key (citext, a
+	// nondeterministic collation) both join the one inserted row: only the
+	// first of them created it.
 	b.WriteString(", false FROM s UNION ALL SELECT v.ord, ")
 	b.List("i.", t.Columns, all)
-	b.WriteString(", true FROM i JOIN v ON ")
+	b.WriteString(", row_number() OVER (PARTITION BY ")
+	b.List("i.", t.Columns, t.Key)
+	b.WriteString(" ORDER BY v.ord) = 1 FROM i JOIN v ON ")
 	p.keyJoin(b, "i")
 	return b.Stmt()
 }

@@ -38,6 +38,9 @@ func (pgDialect) Quote(ident string) string { return quote(ident) }
 
 func quote(ident string) string { return dialect.QuoteWith(ident, '"') }
 
+// quoteColumn quotes a column or index name, whole.
+func quoteColumn(ident string) string { return dialect.QuotePart(ident, '"') }
+
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
 	f := dialect.Features{Returning: true, UpsertReturning: true, OnConflict: true, Savepoints: true, MaxParams: 65535}
 	s := &dialect.Schema{Table: table}
@@ -62,11 +65,19 @@ func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string)
 		return nil, f, dialect.ErrNoTable
 	}
 	err := dialect.QueryEach(ctx, q, `
-SELECT a.attname, format_type(a.atttypid, NULL), NOT a.attnotnull,
+SELECT a.attname,
+       -- The type without its modifier, for the casts of INSERT ... SELECT:
+       -- a cast to varchar(n) would truncate where an insert fails, and
+       -- "character" and "bit" without a length mean length 1.
+       CASE ty.typname WHEN 'bpchar' THEN 'bpchar' WHEN 'bit' THEN 'varbit'
+                       WHEN '_bpchar' THEN 'bpchar[]' WHEN '_bit' THEN 'varbit[]'
+                       ELSE format_type(a.atttypid, NULL) END,
+       NOT a.attnotnull,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        a.attidentity <> '' OR coalesce(pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%', false),
        coalesce(co.collname, '')
 FROM pg_attribute a
+JOIN pg_type ty ON ty.oid = a.atttypid
 LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
 LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -166,7 +177,7 @@ func (pgDialect) Constraint(err error) string {
 }
 
 func (pgDialect) CreateIndexDDL(table string, cols []string) string {
-	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quote(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quote, cols))
+	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quoteColumn(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quoteColumn, cols))
 }
 
 // The alias of the target table in upserts, so that the stored row's
@@ -175,7 +186,7 @@ const alias = `"t"`
 
 var syntax = dialect.Syntax{
 	Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
-	Quote:       quote,
+	Quote:       quoteColumn,
 	Existing:    func(b *dialect.Builder, col string) { b.WriteString(alias + "."); b.Ident(col) },
 	Proposed:    func(b *dialect.Builder, col string) { b.WriteString("EXCLUDED."); b.Ident(col) },
 	Greatest:    "GREATEST",

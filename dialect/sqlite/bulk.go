@@ -18,6 +18,7 @@ var upsertSyntax = func() dialect.Syntax {
 }()
 
 type bulkPlan struct {
+	single *plan
 	t      *dialect.Table
 	s      *dialect.Shape
 	find   dialect.StmtCache
@@ -37,8 +38,12 @@ type bulkPlan struct {
 // the keys the first find missed are exactly the ones this batch creates.
 // The join puts the table's column on the left, so the comparison uses the
 // column's collation.
-func (sqliteDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, _ dialect.Features, n int) (dialect.BulkPlan, error) {
-	p := &bulkPlan{t: t, s: s}
+func (d sqliteDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect.Features, n int) (dialect.BulkPlan, error) {
+	single, err := d.Compile(t, s, f)
+	if err != nil {
+		return nil, err
+	}
+	p := &bulkPlan{t: t, s: s, single: single.(*plan)}
 	if len(s.Updates) > 0 {
 		p.upsert = p.buildWrite(n, true)
 	}
@@ -122,6 +127,24 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 }
 
 func (p *bulkPlan) write(ctx context.Context, q dialect.Querier, b *dialect.Batch, update bool) error {
+	if !b.InTx {
+		// Outside a transaction another connection may write between our
+		// statements, and "missed by the first find" would no longer mean
+		// "created by us": go row by row through the single-row path.
+		for i, c := range b.Rows {
+			c.UpdateArgs, c.LikelyExists, c.InTx = b.UpdateArgs, true, true
+			var err error
+			if update {
+				b.Created[i], err = p.single.UpdateOrCreate(ctx, q, c)
+			} else {
+				b.Created[i], err = p.single.GetOrCreate(ctx, q, c)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	seen, err := p.findRows(ctx, q, b.Rows)
 	if err != nil {
 		return err

@@ -40,6 +40,9 @@ func (sqliteDialect) Quote(ident string) string { return quote(ident) }
 
 func quote(ident string) string { return dialect.QuoteWith(ident, '"') }
 
+// quoteColumn quotes a column or index name, whole.
+func quoteColumn(ident string) string { return dialect.QuotePart(ident, '"') }
+
 func splitName(table string) (schema, name string) {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
 		return table[:i], table[i+1:]
@@ -202,12 +205,12 @@ func (sqliteDialect) Constraint(err error) string {
 }
 
 func (sqliteDialect) CreateIndexDDL(table string, cols []string) string {
-	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quote(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quote, cols))
+	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quoteColumn(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quoteColumn, cols))
 }
 
 var syntax = dialect.Syntax{
 	Placeholder: func(int) string { return "?" },
-	Quote:       quote,
+	Quote:       quoteColumn,
 	Existing:    func(b *dialect.Builder, col string) { b.Ident(col) },
 	// The proposed row is the call's own value: the update is a plain UPDATE.
 	Proposed: func(b *dialect.Builder, col string) { b.Value(b.Pos(col)) },
@@ -289,6 +292,12 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 	return p, nil
 }
 
+// writeFirst: insert first when the table's calls mostly create, except in
+// a caller's transaction, where a write needs SQLite's one write lock (and
+// fails with SQLITE_BUSY_SNAPSHOT on a stale snapshot) while a read of an
+// existing key would not.
+func (p *plan) writeFirst(c *dialect.Call) bool { return !c.LikelyExists && !c.InTx }
+
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
 	return p.find.QueryOne(ctx, q, c, c.Dest...)
 }
@@ -298,7 +307,7 @@ func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bo
 // next SELECT sees it. When the table's calls mostly create, the guarded
 // insert goes first instead, so a new key costs one statement.
 func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
-	if !c.LikelyExists {
+	if p.writeFirst(c) {
 		if created, err := p.guarded.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}
@@ -318,7 +327,7 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 // RETURNING; when that returns nothing another connection inserted the key
 // in between, and the next UPDATE finds it.
 func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
-	if !c.LikelyExists {
+	if p.writeFirst(c) {
 		if created, err := p.guarded.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}

@@ -136,7 +136,8 @@ func IsNull(v any) bool {
 	rv := reflect.ValueOf(v)
 	switch rv.Kind() {
 	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice:
-		return rv.IsNil() && rv.Kind() != reflect.Slice
+		// A nil []byte (or json.RawMessage) is sent as NULL by the drivers.
+		return rv.IsNil()
 	}
 	return false
 }
