@@ -69,14 +69,14 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 	omit := ^uint64(0)
 	for i := range rows {
 		res[i].Row = rows[i]
-		c, o, err := t.call(op, &res[i], q != nil)
+		c, sk, err := t.call(op, &res[i], q != nil)
 		if err != nil {
 			if e, ok := err.(*Error); ok {
 				e.Input = i
 			}
 			return nil, err
 		}
-		calls[i], omit = c, omit&o
+		calls[i], omit = c, omit&sk.omit
 		keys[i] = t.keyString(c.Values)
 	}
 	// One write per distinct key, in key order: the same order in every
@@ -206,7 +206,7 @@ func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, n int) (dialec
 	if !ok {
 		return nil, fmt.Errorf("getorcreate: dialect %s has no bulk statements", t.d.Name())
 	}
-	shape, err := t.shape(omit, ups)
+	shape, err := t.shape(shapeKey{omit: omit}, ups)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +228,7 @@ func (t *tableCore) blame(ctx context.Context, err error, order []int, calls []*
 	if !ok || e.Kind == nil || IsRetryable(err) || ctx.Err() != nil {
 		return
 	}
-	plan, perr := t.plan(kind, omit, ups)
+	plan, perr := t.plan(kind, shapeKey{omit: omit}, ups)
 	if perr != nil {
 		return
 	}

@@ -88,9 +88,10 @@ func (t *tableCore) learn(found bool) {
 }
 
 type planKey struct {
-	omit uint64
-	sig  string
-	op   uint8
+	omit  uint64
+	nulls uint64
+	sig   string
+	op    uint8
 }
 
 // Open inspects the table once and returns a handle for get-or-create and
@@ -337,37 +338,44 @@ const (
 )
 
 // call prepares the values, targets and plan for one row.
-func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, uint64, error) {
+func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, shapeKey, error) {
 	p := reflect.ValueOf(&res.Row)
 	c := &dialect.Call{InTx: inTx}
 	c.Values = t.m.Values(p, make([]any, 0, len(t.m.Fields)))
+	var sk shapeKey
 	for i, pos := range t.keyPos {
-		if mapping.IsNull(c.Values[pos]) && !t.nullKeyOK[i] {
-			return nil, 0, t.errf(op, ErrNullKey, "key column %q is NULL; the unique index treats NULLs as distinct, so a NULL key never matches", t.m.Fields[pos].Column)
+		if mapping.IsNull(c.Values[pos]) {
+			if !t.nullKeyOK[i] {
+				return nil, sk, t.errf(op, ErrNullKey, "key column %q is NULL; the unique index treats NULLs as distinct, so a NULL key never matches", t.m.Fields[pos].Column)
+			}
+			sk.nulls |= 1 << i
 		}
 	}
-	var omit uint64
 	for i, pos := range t.defaultable {
 		if t.m.IsZero(p, pos) {
-			omit |= 1 << i
+			sk.omit |= 1 << i
 		}
 	}
 	c.Dest = t.m.Addrs(p, make([]any, 0, len(t.m.Fields)))
 	// Write first only when most recent calls created their key; one
 	// creation in a fresh table is no trend.
 	c.LikelyExists = t.finds.Load() > -8
-	return c, omit, nil
+	return c, sk, nil
 }
 
-func (t *tableCore) plan(op uint8, omit uint64, ups []Update) (dialect.Plan, error) {
-	k := planKey{omit: omit, op: op}
+// shapeKey is what varies a statement's text from call to call: which
+// defaultable columns are left out, which key columns are NULL.
+type shapeKey struct{ omit, nulls uint64 }
+
+func (t *tableCore) plan(op uint8, sk shapeKey, ups []Update) (dialect.Plan, error) {
+	k := planKey{omit: sk.omit, nulls: sk.nulls, op: op}
 	if len(ups) > 0 {
 		k.sig = signature(ups)
 	}
 	if p, ok := t.plans.Load(k); ok {
 		return p.(dialect.Plan), nil
 	}
-	shape, err := t.shape(omit, ups)
+	shape, err := t.shape(sk, ups)
 	if err != nil {
 		return nil, err
 	}
@@ -380,10 +388,10 @@ func (t *tableCore) plan(op uint8, omit uint64, ups []Update) (dialect.Plan, err
 }
 
 // shape lists the columns an insert gives and the update assignments.
-func (t *tableCore) shape(omit uint64, ups []Update) (*dialect.Shape, error) {
-	shape := &dialect.Shape{}
+func (t *tableCore) shape(sk shapeKey, ups []Update) (*dialect.Shape, error) {
+	shape := &dialect.Shape{NullKeys: sk.nulls}
 	for i := range t.m.Fields {
-		if j := slices.Index(t.defaultable, i); j >= 0 && omit&(1<<j) != 0 {
+		if j := slices.Index(t.defaultable, i); j >= 0 && sk.omit&(1<<j) != 0 {
 			continue
 		}
 		shape.Insert = append(shape.Insert, i)
@@ -401,12 +409,12 @@ func (t *tableCore) shape(omit uint64, ups []Update) (*dialect.Shape, error) {
 func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool, row T, create func(*T) error) (Result[T], error) {
 	const op = "GetOrCreate"
 	res := Result[T]{Row: row}
-	c, omit, err := t.call(op, &res, inTx)
+	c, sk, err := t.call(op, &res, inTx)
 	if err != nil {
 		return res, err
 	}
 	if create != nil {
-		found, err := t.find(ctx, q, inTx, c)
+		found, err := t.find(ctx, q, inTx, c, sk)
 		if err != nil || found {
 			res.Attempts = 1
 			return res, err
@@ -414,12 +422,12 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 		if err := create(&res.Row); err != nil {
 			return res, err
 		}
-		if c, omit, err = t.call(op, &res, inTx); err != nil {
+		if c, sk, err = t.call(op, &res, inTx); err != nil {
 			return res, err
 		}
 		c.LikelyExists = false // it was just looked up
 	}
-	plan, err := t.plan(opGet, omit, nil)
+	plan, err := t.plan(opGet, sk, nil)
 	if err != nil {
 		return res, err
 	}
@@ -431,8 +439,8 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 	return res, nil
 }
 
-func (t *Table[T]) find(ctx context.Context, q dialect.Querier, inTx bool, c *dialect.Call) (bool, error) {
-	plan, err := t.plan(opGet, 0, nil)
+func (t *Table[T]) find(ctx context.Context, q dialect.Querier, inTx bool, c *dialect.Call, sk shapeKey) (bool, error) {
+	plan, err := t.plan(opGet, shapeKey{nulls: sk.nulls}, nil)
 	if err != nil {
 		return false, err
 	}
@@ -446,11 +454,11 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 	}
 	const op = "UpdateOrCreate"
 	res := Result[T]{Row: row}
-	c, omit, err := t.call(op, &res, inTx)
+	c, sk, err := t.call(op, &res, inTx)
 	if err != nil {
 		return res, err
 	}
-	plan, err := t.plan(opUpdate, omit, ups)
+	plan, err := t.plan(opUpdate, sk, ups)
 	if err != nil {
 		return res, err
 	}

@@ -128,9 +128,10 @@ func (b *Builder) List(prefix string, cols []string, pos []int) {
 }
 
 // KeyMatch writes "k1 = ? AND k2 = ?" for the key columns, each with
-// prefix. NULL key values only reach here when the index treats NULLs as
-// equal, so the comparison is NULL-safe then.
-func (b *Builder) KeyMatch(prefix string, nullSafe string) {
+// prefix. A key whose value is NULL in this shape (which only reaches here
+// when the index treats NULLs as equal) is matched with IS NULL, which an
+// index serves, unlike a NULL-safe comparison with a parameter.
+func (b *Builder) KeyMatch(prefix string, nulls uint64) {
 	t := b.Table
 	for i, p := range t.Key {
 		if i > 0 {
@@ -138,11 +139,11 @@ func (b *Builder) KeyMatch(prefix string, nullSafe string) {
 		}
 		b.WriteString(prefix)
 		b.Ident(t.Columns[p])
-		if nullSafe != "" && t.Schema.Column(t.Columns[p]).Nullable && t.Arbiter.NullsNotDistinct {
-			b.WriteString(" " + nullSafe + " ")
-		} else {
-			b.WriteString(" = ")
+		if nulls&(1<<i) != 0 {
+			b.WriteString(" IS NULL")
+			continue
 		}
+		b.WriteString(" = ")
 		b.Value(p)
 	}
 }

@@ -135,6 +135,9 @@ type Table struct {
 type Shape struct {
 	Insert  []int        // positions in Table.Columns given on insert
 	Updates []Assignment // UpdateOrCreate only
+	// NullKeys has bit i set when key column i (in Table.Key order) is
+	// NULL in this call: only possible under NULLS NOT DISTINCT.
+	NullKeys uint64
 }
 
 // Assignment sets one column on update.

@@ -258,7 +258,7 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	b.WriteString("SELECT ")
 	b.List("", t.Columns, all)
 	b.WriteString(" FROM " + table + " WHERE ")
-	b.KeyMatch("", "<=>")
+	b.KeyMatch("", s.NullKeys)
 	p.find = b.Stmt()
 	p.findLocked = dialect.Stmt{SQL: p.find.SQL + " LOCK IN SHARE MODE", Refs: p.find.Refs}
 
@@ -318,7 +318,7 @@ func buildUpdate(t *dialect.Table, s *dialect.Shape) dialect.Stmt {
 	b.WriteString("UPDATE " + quote(t.Name) + " SET ")
 	b.Assignments(s.Updates, nil)
 	b.WriteString(" WHERE ")
-	b.KeyMatch("", "<=>")
+	b.KeyMatch("", s.NullKeys)
 	return b.Stmt()
 }
 

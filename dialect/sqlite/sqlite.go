@@ -240,7 +240,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 	b.WriteString("SELECT ")
 	cols(b)
 	b.WriteString(" FROM " + quote(t.Name) + " WHERE ")
-	b.KeyMatch("", "IS")
+	b.KeyMatch("", s.NullKeys)
 	p.find = b.Stmt()
 
 	b = dialect.NewBuilder(&syntax, t)
@@ -272,7 +272,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 		b.Value(pos)
 	}
 	b.WriteString(" WHERE NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
-	b.KeyMatch("", "IS")
+	b.KeyMatch("", s.NullKeys)
 	b.WriteString(") ON CONFLICT (")
 	b.List("", t.Columns, t.Key)
 	b.WriteString(") DO NOTHING RETURNING ")
@@ -284,7 +284,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 		b.WriteString("UPDATE " + quote(t.Name) + " SET ")
 		b.Assignments(s.Updates, nil)
 		b.WriteString(" WHERE ")
-		b.KeyMatch("", "IS")
+		b.KeyMatch("", s.NullKeys)
 		b.WriteString(" RETURNING ")
 		cols(b)
 		p.update = b.Stmt()
