@@ -55,6 +55,18 @@ func QueryEach(ctx context.Context, q Querier, sql string, args []any, fn func(R
 	return rows.Err()
 }
 
+// QueryStrings runs a query of one text column and returns its values.
+func QueryStrings(ctx context.Context, q Querier, sql string, args ...any) ([]string, error) {
+	var out []string
+	err := QueryEach(ctx, q, sql, args, func(r Rows) error {
+		var v string
+		err := r.Scan(&v)
+		out = append(out, v)
+		return err
+	})
+	return out, err
+}
+
 // IndexName is the name the library suggests for a unique index on cols of
 // table (the last part of a qualified name).
 func IndexName(table string, cols []string) string {

@@ -127,14 +127,8 @@ ORDER BY INDEX_NAME, SEQ_IN_INDEX`, []any{schema, name}, func(r dialect.Rows) er
 	if err != nil {
 		return nil, f, err
 	}
-	err = dialect.QueryEach(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
-WHERE EVENT_OBJECT_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`,
-		[]any{schema, name}, func(r dialect.Rows) error {
-			var n string
-			err := r.Scan(&n)
-			s.Triggers = append(s.Triggers, n)
-			return err
-		})
+	s.Triggers, err = dialect.QueryStrings(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
+WHERE EVENT_OBJECT_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`, schema, name)
 	return s, f, err
 }
 

@@ -122,13 +122,7 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 	if err != nil {
 		return nil, f, err
 	}
-	err = dialect.QueryEach(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`,
-		[]any{*oid}, func(r dialect.Rows) error {
-			var n string
-			err := r.Scan(&n)
-			s.Triggers = append(s.Triggers, n)
-			return err
-		})
+	s.Triggers, err = dialect.QueryStrings(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`, *oid)
 	return s, f, err
 }
 

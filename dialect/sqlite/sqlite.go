@@ -137,13 +137,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 			c.Identity, c.HasDefault = true, true
 		}
 	}
-	err = dialect.QueryEach(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`,
-		[]any{name}, func(r dialect.Rows) error {
-			var n string
-			err := r.Scan(&n)
-			s.Triggers = append(s.Triggers, n)
-			return err
-		})
+	s.Triggers, err = dialect.QueryStrings(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`, name)
 	return s, f, err
 }
 
