@@ -21,6 +21,11 @@ type Tag struct {
 
 func openTags(t *testing.T, db *testdb.DB) (*getorcreate.Table[Tag], string) {
 	t.Helper()
+	return openTagsB(t, db)
+}
+
+func openTagsB(t testing.TB, db *testdb.DB) (*getorcreate.Table[Tag], string) {
+	t.Helper()
 	name := db.Create(t, testdb.TagsDDL)
 	tags, err := testdb.OpenTable[Tag](db, getorcreate.Config{Table: name, Key: []string{"name"}})
 	if err != nil {

@@ -28,7 +28,7 @@ type bulkPlan struct {
 
 // CompileBulk builds, for n rows:
 //
-//	find:   WITH v (ord, c0) AS (VALUES (0, ?), ...) SELECT v.ord, t.cols FROM v JOIN tbl t ON t.key = v.c0
+//	find:   WITH v (ord, c0) AS (VALUES (0, ?), ...) SELECT v.ord, t.cols FROM v CROSS JOIN tbl t WHERE t.key = v.c0
 //	insert: INSERT INTO tbl (...) VALUES (...), ... ON CONFLICT (key) DO NOTHING
 //	upsert: INSERT INTO tbl (...) VALUES (...), ... ON CONFLICT (key) DO UPDATE SET ...
 //
@@ -71,7 +71,9 @@ func (p *bulkPlan) buildFind(n int) dialect.Stmt {
 	}
 	b.WriteString(") SELECT v.ord, ")
 	b.List("t.", t.Columns, dialect.Seq(len(t.Columns)))
-	b.WriteString(" FROM v JOIN " + quote(t.Name) + " t ON ")
+	// CROSS JOIN keeps v as the outer loop (SQLite never reorders it), so
+	// each input is one index lookup, whatever the planner guesses of v.
+	b.WriteString(" FROM v CROSS JOIN " + quote(t.Name) + " t WHERE ")
 	for i, pos := range t.Key {
 		if i > 0 {
 			b.WriteString(" AND ")
