@@ -35,6 +35,9 @@ type Env struct {
 	DB   *sql.DB
 	Gorm *gorm.DB
 	Pgx  *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
+	// ReadCommitted is a pool whose sessions run at READ COMMITTED, as
+	// Django's MySQL/MariaDB connections do; nil elsewhere.
+	ReadCommitted *sql.DB
 }
 
 // Contender is one way of doing get-or-create and update-or-create.

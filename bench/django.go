@@ -39,8 +39,10 @@ import (
 // create_defaults={"count": 1}). get() is "SELECT ... LIMIT 21"; create()
 // is an INSERT ... RETURNING id. transaction.atomic() is BEGIN/COMMIT at
 // the outermost level and a SAVEPOINT when nested. select_for_update() adds
-// FOR UPDATE, which Django leaves out on SQLite. Django runs MySQL/MariaDB
-// connections at READ COMMITTED by default, so its transactions do too.
+// FOR UPDATE, which Django leaves out on SQLite. Django sets READ COMMITTED
+// on its MySQL/MariaDB connections when it opens them, so on MariaDB the
+// port runs on a pool of its own whose sessions start at READ COMMITTED
+// (Env.ReadCommitted), not paying a SET TRANSACTION per transaction.
 // Django never retries a deadlock or serialization failure: those reach the
 // caller.
 type django struct {
@@ -52,6 +54,9 @@ type django struct {
 
 func openDjango(ctx context.Context, e *Env, table string) (Ops, error) {
 	d := &django{db: e.DB, kind: e.Kind}
+	if e.ReadCommitted != nil {
+		d.db = e.ReadCommitted
+	}
 	d.get = rebind(e.DB, "SELECT id, name, count FROM "+table+" WHERE name = ? LIMIT 21")
 	d.getForUpdate = d.get
 	if e.Kind != "sqlite" {
@@ -74,13 +79,6 @@ func (d *django) fetch(ctx context.Context, q queryer, query, key string) (Row, 
 	return r, err
 }
 
-func (d *django) txOptions() *sql.TxOptions {
-	if d.kind == "mysql" {
-		return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
-	}
-	return nil
-}
-
 func (d *django) getOrCreate(ctx context.Context, key string) (Outcome, error) {
 	_, err := d.fetch(ctx, d.db, d.get, key)
 	if err == nil || !errors.Is(err, sql.ErrNoRows) {
@@ -88,7 +86,7 @@ func (d *django) getOrCreate(ctx context.Context, key string) (Outcome, error) {
 	}
 	// with transaction.atomic(): self.create(**params)
 	cerr := func() error {
-		tx, err := d.db.BeginTx(ctx, d.txOptions())
+		tx, err := d.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
@@ -115,7 +113,7 @@ func (d *django) getOrCreate(ctx context.Context, key string) (Outcome, error) {
 
 func (d *django) updateOrCreate(ctx context.Context, key string) (out Outcome, err error) {
 	out.Known = true
-	tx, err := d.db.BeginTx(ctx, d.txOptions())
+	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
 		return out, err
 	}
