@@ -78,6 +78,10 @@ func Parse(s string) (Parsed, error) {
 			return Parsed{}, fmt.Errorf("%w %q: no database name", ErrBadDSN, s)
 		}
 		cfg.ParseTime = true
+		// Send statements with their values in one round trip instead of
+		// prepare, execute and close; the driver refuses where the
+		// connection's charset would make that unsafe.
+		cfg.InterpolateParams = true
 		cfg.Loc = time.UTC
 		ds := cfg.FormatDSN()
 		if raw := u.RawQuery; raw != "" {
@@ -109,7 +113,9 @@ func Open(ctx context.Context, s string) (*sql.DB, Parsed, error) {
 		return nil, p, fmt.Errorf("opening %s: %w", p.Kind, err)
 	}
 	if p.Kind == "sqlite" {
+		// Keep the connections (and the statements prepared on them).
 		db.SetMaxOpenConns(8)
+		db.SetMaxIdleConns(8)
 	} else {
 		db.SetMaxOpenConns(64)
 		db.SetMaxIdleConns(64)

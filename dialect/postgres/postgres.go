@@ -188,25 +188,22 @@ var syntax = dialect.Syntax{
 }
 
 type plan struct {
-	find, getOrCreate, upsert dialect.Stmt
+	find, insert, upsert dialect.Stmt
 }
 
 // Compile builds:
 //
-//	find:        SELECT cols FROM t WHERE key = $1
-//	getOrCreate: WITH s AS (SELECT cols FROM t WHERE key = $1),
-//	                  i AS (INSERT INTO t (...) SELECT $2, ... WHERE NOT EXISTS (SELECT FROM s)
-//	                        ON CONFLICT (key) DO NOTHING RETURNING cols)
-//	             SELECT cols, false FROM s UNION ALL SELECT cols, true FROM i
-//	upsert:      INSERT INTO t AS t (...) VALUES (...) ON CONFLICT (key) DO UPDATE SET ...
-//	             RETURNING cols, xmax = 0
+//	find:   SELECT cols FROM t WHERE key = $1
+//	insert: INSERT INTO t (...) SELECT $2::type, ... WHERE NOT EXISTS (SELECT FROM t WHERE key = $1)
+//	        ON CONFLICT (key) DO NOTHING RETURNING cols
+//	upsert: INSERT INTO t AS t (...) VALUES (...) ON CONFLICT (key) DO UPDATE SET ...
+//	        RETURNING cols, xmax = 0
 //
-// The fused getOrCreate costs one statement for an existing key and one for
-// a new key. When the row exists it inserts nothing: no sequence value, no
-// trigger, no dead tuple. Its SELECT shares the statement's snapshot, so a
-// row committed by a racing transaction after that snapshot is invisible to
-// it; ON CONFLICT DO NOTHING then waits for that transaction and returns no
-// row, and a separate find, with a new snapshot under READ COMMITTED, sees it.
+// The guarded insert inserts nothing when the key exists in its snapshot:
+// no sequence value, no trigger, no dead tuple. When a racing transaction
+// inserted the key after that snapshot, ON CONFLICT DO NOTHING waits for it
+// and returns no row, and the next find (a new snapshot under READ
+// COMMITTED) sees it.
 func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
 	p := &plan{}
 	all := dialect.Seq(len(t.Columns))
@@ -220,11 +217,7 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 	p.find = b.Stmt()
 
 	b = dialect.NewBuilder(&syntax, t)
-	b.WriteString("WITH s AS (SELECT ")
-	b.List("", t.Columns, all)
-	b.WriteString(" FROM " + table + " WHERE ")
-	b.KeyMatch("", s.NullKeys)
-	b.WriteString("), i AS (INSERT INTO " + table + " (")
+	b.WriteString("INSERT INTO " + table + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
 	for i, pos := range s.Insert {
@@ -232,21 +225,18 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 			b.WriteString(", ")
 		}
 		// INSERT ... SELECT does not type its parameters from the target
-		// columns, so cast them; to the base type, since a cast to
-		// varchar(n) would truncate where an insert fails.
+		// columns, so cast them, to the type without its modifier (see
+		// Inspect).
 		b.Value(pos)
 		b.WriteString("::" + t.Schema.Column(t.Columns[pos]).Type)
 	}
-	b.WriteString(" WHERE NOT EXISTS (SELECT FROM s) ON CONFLICT (")
+	b.WriteString(" WHERE NOT EXISTS (SELECT FROM " + table + " WHERE ")
+	b.KeyMatch("", s.NullKeys)
+	b.WriteString(") ON CONFLICT (")
 	b.List("", t.Columns, t.Key)
 	b.WriteString(") DO NOTHING RETURNING ")
 	b.List("", t.Columns, all)
-	b.WriteString(") SELECT ")
-	b.List("", t.Columns, all)
-	b.WriteString(", false FROM s UNION ALL SELECT ")
-	b.List("", t.Columns, all)
-	b.WriteString(", true FROM i")
-	p.getOrCreate = b.Stmt()
+	p.insert = b.Stmt()
 
 	if len(s.Updates) > 0 {
 		b = dialect.NewBuilder(&syntax, t)
@@ -279,29 +269,24 @@ func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bo
 	return p.find.QueryOne(ctx, q, c, c.Dest...)
 }
 
-// GetOrCreate runs the fused statement; when the table's calls mostly find
-// their key, a plain SELECT goes first, since the fused statement costs the
-// server more than a SELECT even when it inserts nothing (the INSERT node is
-// set up and torn down on every execution: about 0.7x the SELECT's
-// throughput in pgbench here).
+// GetOrCreate looks up first when the table's calls mostly find their key
+// (an existing key then costs one plain SELECT) and inserts first when they
+// mostly create (a new key then costs one guarded INSERT). Until one of them
+// returns a row, it alternates: a guarded insert that returns nothing means
+// the key exists, or a racing transaction has just committed it, and the
+// next find sees it.
 func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
-	if c.LikelyExists {
-		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
-			return false, err
-		}
-	}
-	var created bool
-	dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &created)
+	read := c.LikelyExists
 	for range dialect.LostRaceTries {
-		found, err := p.getOrCreate.QueryOne(ctx, q, c, dest...)
-		if err != nil || found {
+		if read {
+			if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+				return false, err
+			}
+		}
+		read = true
+		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}
-		// Lost the race to a transaction that committed after our snapshot.
-		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
-			return false, err
-		}
-		// It was deleted again already; go round.
 	}
 	return false, dialect.ErrLostRace
 }
