@@ -13,7 +13,6 @@ var _ dialect.BulkCompiler = pgDialect{}
 type bulkPlan struct {
 	t      *dialect.Table
 	s      *dialect.Shape
-	single dialect.Plan
 	fused  dialect.StmtCache
 	upsert dialect.Stmt
 }
@@ -37,11 +36,7 @@ type bulkPlan struct {
 // Matching results to inputs is a join on the key, so it is the database's
 // equality, not Go's, that decides.
 func (d pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect.Features, n int) (dialect.BulkPlan, error) {
-	single, err := d.Compile(t, s, f)
-	if err != nil {
-		return nil, err
-	}
-	p := &bulkPlan{t: t, s: s, single: single}
+	p := &bulkPlan{t: t, s: s}
 	p.fused.Get(n, p.buildFused)
 	if len(s.Updates) > 0 {
 		p.upsert = p.buildUpsert(n)
@@ -72,6 +67,16 @@ func (p *bulkPlan) values(b *dialect.Builder, n int) {
 		b.WriteString(")")
 	}
 	b.WriteString(")")
+}
+
+// valueColumns writes "v.c0, v.c1, ..." for the inserted columns.
+func (p *bulkPlan) valueColumns(b *dialect.Builder) {
+	for i, pos := range p.s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("v." + vcol(pos))
+	}
 }
 
 // keyJoin writes "l.k = v.ck AND ...".
@@ -105,12 +110,7 @@ func (p *bulkPlan) buildFused(n int) dialect.Stmt {
 	b.WriteString("), i AS (INSERT INTO " + table + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("v." + vcol(pos))
-	}
+	p.valueColumns(b)
 	b.WriteString(" FROM v WHERE v.ord NOT IN (SELECT ord FROM s) ORDER BY v.ord ON CONFLICT (")
 	b.List("", t.Columns, t.Key)
 	b.WriteString(") DO NOTHING RETURNING ")
@@ -138,12 +138,7 @@ func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
 	b.WriteString(", u AS (INSERT INTO " + quote(t.Name) + " AS " + alias + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("v." + vcol(pos))
-	}
+	p.valueColumns(b)
 	b.WriteString(" FROM v ORDER BY v.ord ON CONFLICT (")
 	b.List("", t.Columns, t.Key)
 	b.WriteString(") DO UPDATE SET ")
