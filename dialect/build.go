@@ -249,6 +249,26 @@ func Seq(n int) []int {
 	return s
 }
 
+// Values writes "?, ?, ..." bound to Call.Values at the positions.
+func (b *Builder) Values(positions []int) {
+	for i, pos := range positions {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.Value(pos)
+	}
+}
+
+// RowValues writes "?, ?, ..." bound to row j of a batch at the positions.
+func (b *Builder) RowValues(j int, positions []int) {
+	for i, pos := range positions {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.RowValue(j, pos)
+	}
+}
+
 // RowValue writes a placeholder bound to the value at pos of row j of a batch.
 func (b *Builder) RowValue(j, pos int) {
 	b.Refs = append(b.Refs, ArgRef{ArgValue, pos, j})

@@ -84,8 +84,11 @@ func (p *bulkPlan) buildFind(n int, locked bool) dialect.Stmt {
 	return b.Stmt()
 }
 
-func (p *bulkPlan) rowsValues(b *dialect.Builder, n int, marker bool) {
-	t, s := p.t, p.s
+// insertValues writes INSERT INTO t (...) VALUES (...), ... for n rows;
+// with marker, each row's first value sets LAST_INSERT_ID(1) (see the
+// markers). Row 0 binds like a single call's values, so the single-row plan
+// uses it with n = 1.
+func insertValues(b *dialect.Builder, t *dialect.Table, s *dialect.Shape, n int, marker bool) {
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") VALUES ")
@@ -112,7 +115,7 @@ func (p *bulkPlan) rowsValues(b *dialect.Builder, n int, marker bool) {
 
 func (p *bulkPlan) buildInsert(n int) dialect.Stmt {
 	b := dialect.NewBuilder(&syntax, p.t)
-	p.rowsValues(b, n, false)
+	insertValues(b, p.t, p.s, n, false)
 	b.WriteString(" RETURNING ")
 	b.List("", p.t.Columns, dialect.Seq(len(p.t.Columns)))
 	return b.Stmt()
@@ -121,7 +124,7 @@ func (p *bulkPlan) buildInsert(n int) dialect.Stmt {
 func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
 	t := p.t
 	b := dialect.NewBuilder(&syntax, t)
-	p.rowsValues(b, n, true)
+	insertValues(b, p.t, p.s, n, true)
 	b.WriteString(" ON DUPLICATE KEY UPDATE ")
 	writeMarkerAndUpdates(b, t, p.s)
 	b.WriteString(" RETURNING ")

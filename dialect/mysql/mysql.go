@@ -256,26 +256,8 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	p.find = b.Stmt()
 	p.findLocked = dialect.Stmt{SQL: p.find.SQL + " LOCK IN SHARE MODE", Refs: p.find.Refs}
 
-	values := func(b *dialect.Builder, marker bool) {
-		b.WriteString("INSERT INTO " + table + " (")
-		b.List("", t.Columns, s.Insert)
-		b.WriteString(") VALUES (")
-		for i, pos := range s.Insert {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			if i == 0 && marker {
-				b.WriteString("IF(LAST_INSERT_ID(1), ")
-				b.Value(pos)
-				b.WriteString(", NULL)")
-				continue
-			}
-			b.Value(pos)
-		}
-		b.WriteString(")")
-	}
 	b = dialect.NewBuilder(&syntax, t)
-	values(b, false)
+	insertValues(b, t, s, 1, false)
 	if p.returning {
 		b.WriteString(" RETURNING ")
 		b.List("", t.Columns, all)
@@ -284,7 +266,7 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 
 	if len(s.Updates) > 0 {
 		b = dialect.NewBuilder(&syntax, t)
-		values(b, true)
+		insertValues(b, t, s, 1, true)
 		b.WriteString(" ON DUPLICATE KEY UPDATE ")
 		writeMarkerAndUpdates(b, t, s)
 		p.update = buildUpdate(t, s)

@@ -35,7 +35,7 @@ type bulkPlan struct {
 // batches lock their keys in the same order and cannot deadlock (PG-15).
 // Matching results to inputs is a join on the key, so it is the database's
 // equality, not Go's, that decides.
-func (d pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect.Features, n int) (dialect.BulkPlan, error) {
+func (pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, _ dialect.Features, n int) (dialect.BulkPlan, error) {
 	p := &bulkPlan{t: t, s: s}
 	p.fused.Get(n, p.buildFused)
 	if len(s.Updates) > 0 {

@@ -243,12 +243,7 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		b.WriteString("INSERT INTO " + table + " AS " + alias + " (")
 		b.List("", t.Columns, s.Insert)
 		b.WriteString(") VALUES (")
-		for i, pos := range s.Insert {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.Value(pos)
-		}
+		b.Values(s.Insert)
 		b.WriteString(") ON CONFLICT (")
 		b.List("", t.Columns, t.Key)
 		b.WriteString(") DO UPDATE SET ")

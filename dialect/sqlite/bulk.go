@@ -96,12 +96,7 @@ func (p *bulkPlan) buildWrite(n int, update bool) dialect.Stmt {
 			b.WriteString(", ")
 		}
 		b.WriteString("(")
-		for i, pos := range s.Insert {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.RowValue(j, pos)
-		}
+		b.RowValues(j, s.Insert)
 		b.WriteString(")")
 	}
 	b.WriteString(" ON CONFLICT (")

@@ -241,12 +241,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") VALUES (")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.Value(pos)
-	}
+	b.Values(s.Insert)
 	b.WriteString(") ON CONFLICT (")
 	b.List("", t.Columns, t.Key)
 	b.WriteString(") DO NOTHING RETURNING ")
@@ -259,12 +254,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.Value(pos)
-	}
+	b.Values(s.Insert)
 	b.WriteString(" WHERE NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
 	b.WriteString(") ON CONFLICT (")
