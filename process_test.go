@@ -14,7 +14,7 @@ import (
 
 	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/dialect/mysql"
-	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/internal/testdb"
 	"github.com/getorcreate/getorcreate/pgxv5"
 	"github.com/jackc/pgx/v5/pgxpool"

@@ -25,7 +25,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // Workloads, in report order.

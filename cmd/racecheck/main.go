@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/getorcreate/getorcreate/racecheck"
+	"github.com/getorcreate/getorcreate/cmd/internal/racecheck"
 )
 
 const usage = `usage:

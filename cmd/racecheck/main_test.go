@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // bin is the racecheck binary, built once: the tests run it as users do,

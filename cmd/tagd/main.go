@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/getorcreate/getorcreate/tagd"
+	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 )
 
 func main() {

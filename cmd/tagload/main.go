@@ -19,7 +19,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/getorcreate/getorcreate/tagd/loadgen"
+	"github.com/getorcreate/getorcreate/cmd/internal/loadgen"
 )
 
 func main() {

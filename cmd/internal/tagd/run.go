@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // Config is everything Run needs: where the database and the listener are,

@@ -12,7 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/getorcreate/getorcreate/internal/testdb"
-	"github.com/getorcreate/getorcreate/tagd"
+	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 )
 
 // TestBrowser submits a tag through the web page in headless Chromium, on a

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/getorcreate/getorcreate/internal/testdb"
-	"github.com/getorcreate/getorcreate/tagd"
+	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 )
 
 // The test binary doubles as a tagd process: re-executed with

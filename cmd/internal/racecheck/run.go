@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/getorcreate/getorcreate/dialect"
-	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // Report is the outcome of one strategy on one workload. Its JSON form is

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/getorcreate/getorcreate/dsn"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // The worker protocol, one line each way per step, over the worker's stdin

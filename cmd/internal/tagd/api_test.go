@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/getorcreate/getorcreate/internal/testdb"
-	"github.com/getorcreate/getorcreate/tagd"
+	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 )
 
 // TestAPI drives the JSON API over HTTP on every database: the happy paths,
