@@ -118,6 +118,8 @@ func (s sqlDB) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, e
 
 type sqlTx struct{ tx *sql.Tx }
 
+func (s sqlTx) IsTx() bool { return true }
+
 func (s sqlTx) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
 	return rowsOf(s.tx.QueryContext(ctx, q, args...))
 }
@@ -151,8 +153,51 @@ func (s sqlAny) Exec(ctx context.Context, q string, args ...any) (dialect.Result
 
 // IsTx forwards the wrapped handle's answer, if it has one.
 func (s sqlAny) IsTx() bool {
-	t, ok := s.q.(interface{ IsTx() bool })
+	t, ok := s.q.(dialect.TxReporter)
 	return ok && t.IsTx()
+}
+
+// counted counts the statements sent through q, for a Tracer.
+type counted struct {
+	q dialect.Querier
+	n *int
+}
+
+func (c counted) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
+	*c.n++
+	return c.q.Query(ctx, q, args...)
+}
+
+func (c counted) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
+	*c.n++
+	return c.q.Exec(ctx, q, args...)
+}
+
+func (c counted) IsTx() bool { return isTx(c.q) }
+
+type countedTx struct {
+	counted
+	tx dialect.Tx
+}
+
+func (c countedTx) IsTx() bool                         { return true }
+func (c countedTx) Commit(ctx context.Context) error   { return c.tx.Commit(ctx) }
+func (c countedTx) Rollback(ctx context.Context) error { return c.tx.Rollback(ctx) }
+
+// wrap counts the statements sent through q, when tracing.
+func (tc *traced) wrap(q dialect.Querier) dialect.Querier {
+	if tc == nil {
+		return q
+	}
+	return counted{q, tc.count}
+}
+
+// wrapTx counts the statements sent through tx, when tracing.
+func (tc *traced) wrapTx(tx dialect.Tx) dialect.Tx {
+	if tc == nil {
+		return tx
+	}
+	return countedTx{counted{tx, tc.count}, tx}
 }
 
 var (
@@ -165,7 +210,7 @@ var (
 // isTx reports whether a caller's handle is known to be a transaction (a
 // *sql.Conn or *sql.DB runs each statement on its own).
 func isTx(q dialect.Querier) bool {
-	if t, ok := q.(interface{ IsTx() bool }); ok {
+	if t, ok := q.(dialect.TxReporter); ok {
 		return t.IsTx()
 	}
 	_, ok := q.(sqlTx)

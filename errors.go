@@ -124,16 +124,52 @@ func (e *SchemaError) Unwrap() error { return e.Kind }
 // busy database or a lock wait timeout: running the whole transaction again
 // may succeed. (Most of these end the transaction; MySQL's lock wait timeout
 // rolls back only the statement, but retrying the transaction is still the
-// safe response.) Inside a caller's transaction the
-// library never retries by itself; use RunTx.
+// safe response.) It reads the library's errors and, through the imported
+// dialects, the drivers' own. Inside a caller's transaction the library
+// never retries by itself; use RunTx.
 func IsRetryable(err error) bool {
-	return errors.Is(err, ErrSerialization) || errors.Is(err, ErrDeadlock) ||
-		errors.Is(err, ErrBusy) || errors.Is(err, ErrLostRace)
+	switch Kind(err) {
+	case ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace:
+		return true
+	}
+	return false
 }
+
+// Kind returns the sentinel error that says what err means: the Kind of a
+// library *Error, or, for an error straight from a driver (a statement of
+// your own in a transaction), the class an imported dialect gives it. It
+// returns nil for nil and for errors no dialect recognises.
+func Kind(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Kind != nil {
+		return e.Kind
+	}
+	var se *SchemaError
+	if errors.As(err, &se) {
+		return se.Kind
+	}
+	for _, k := range kinds {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	if de := dialect.Interpret(err); de != nil {
+		return kindOf(de.Class)
+	}
+	return nil
+}
+
+// kinds are the sentinels a wrapped error may match directly.
+var kinds = []error{ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate}
 
 // kindOf maps a dialect class to a sentinel.
 func kindOf(c dialect.Class) error {
 	switch c {
+	case dialect.ClassLostRace:
+		return ErrLostRace
 	case dialect.ClassSerialization:
 		return ErrSerialization
 	case dialect.ClassDeadlock:

@@ -3,12 +3,9 @@ package getorcreate
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
-
-	"github.com/getorcreate/getorcreate/dialect"
 )
 
 // RetryPolicy bounds the retries of transactions that failed with a
@@ -58,6 +55,36 @@ func (p RetryPolicy) Wait(ctx context.Context, attempt int) error {
 	}
 }
 
+// Retry runs fn, and runs it again after each error for which IsRetryable
+// is true, up to the policy's MaxRetries times, waiting as Wait says
+// between tries. It returns nil or the last error. The zero policy means
+// DefaultRetry. It is the one retry loop of the library: the Table's own
+// calls, RunTx and pgxv5.RunTx all go through it.
+func (p RetryPolicy) Retry(ctx context.Context, fn func() error) error {
+	_, err := p.orDefault().run(ctx, fn, nil)
+	return err
+}
+
+// run is Retry for a policy already defaulted, reporting the attempts made
+// and calling onRetry with the error before each retry.
+func (p RetryPolicy) run(ctx context.Context, fn func() error, onRetry func(error)) (int, error) {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return attempt, nil
+		}
+		if !IsRetryable(err) || attempt > p.MaxRetries || ctx.Err() != nil {
+			return attempt, err
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+		if werr := p.Wait(ctx, attempt); werr != nil {
+			return attempt, fmt.Errorf("%w (retrying after: %w)", werr, err)
+		}
+	}
+}
+
 // RunTx runs fn in a transaction on db and commits it. When fn or the
 // commit fails with an error for which IsRetryable is true (whether it came
 // from this library or straight from the driver), the transaction is rolled
@@ -70,25 +97,7 @@ func RunTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx *sql
 
 // RunTxPolicy is RunTx with a retry policy.
 func RunTxPolicy(ctx context.Context, db *sql.DB, opts *sql.TxOptions, policy RetryPolicy, fn func(tx *sql.Tx) error) error {
-	policy = policy.orDefault()
-	d, _ := dialect.ForDriver(db.Driver())
-	for attempt := 1; ; attempt++ {
-		err := runTxOnce(ctx, db, opts, fn)
-		if err == nil {
-			return nil
-		}
-		retryable := IsRetryable(err)
-		if !retryable && d != nil {
-			var e *Error
-			retryable = !errors.As(err, &e) && d.Classify(err).Retryable()
-		}
-		if !retryable || attempt > policy.MaxRetries || ctx.Err() != nil {
-			return err
-		}
-		if serr := policy.Wait(ctx, attempt); serr != nil {
-			return fmt.Errorf("%w (after: %w)", serr, err)
-		}
-	}
+	return policy.Retry(ctx, func() error { return runTxOnce(ctx, db, opts, fn) })
 }
 
 func runTxOnce(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {

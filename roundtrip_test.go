@@ -107,9 +107,9 @@ func TestStatementCounts(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
 		ctx := context.Background()
 		table := db.Create(t, testdb.TagsDDL)
-		d, err := dialect.ForDriver(db.SQL.Driver())
-		if err != nil {
-			t.Fatal(err)
+		d, ok := dialect.ForDriver(db.SQL.Driver())
+		if !ok {
+			t.Fatalf("no dialect for %T", db.SQL.Driver())
 		}
 		own := &ownCounter{db: db.SQL}
 		tags, err := getorcreate.OpenDriver[Tag](ctx, d, own, own, getorcreate.Config{Table: table, Key: []string{"name"}})

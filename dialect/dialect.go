@@ -1,11 +1,19 @@
-// Package dialect is the contract a database implements for getorcreate: the
-// SQL for each path, the classification of its errors, and what its schema
-// says about unique indexes. The root package asks a Dialect what it can do
-// instead of switching on database names; one subpackage per database
-// (postgres, mysql, sqlite) implements it, and only those import a driver.
+// Package dialect is the contract between getorcreate and a database: what
+// each database package (postgres, mysql, sqlite) provides, and what the
+// library's core calls. A Dialect inspects a table, compiles the statements
+// of each path into a Plan, and interprets its driver's errors, once: every
+// error a Plan returns is an *Error whose Class says what it means.
 //
-// Users of getorcreate do not call this package directly, except to import a
-// dialect for its registration:
+// # Stability
+//
+// The API of this package is not stable: it changes with the library, in
+// any release. It is exported only so that the database packages of this
+// module can implement it. Do not implement it outside this module; to pick
+// a dialect by hand, set getorcreate.Config.Dialect to one of the values
+// those packages export.
+//
+// Users of getorcreate import a database package only for its driver and
+// its registration:
 //
 //	import _ "github.com/getorcreate/getorcreate/dialect/postgres"
 package dialect
@@ -16,14 +24,22 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 )
 
-// Querier runs one statement. Adapters exist for database/sql (*sql.DB,
-// *sql.Tx, *sql.Conn) and for pgx.
+// Querier runs one statement. The library adapts *sql.DB, *sql.Tx,
+// *sql.Conn and pgx's handles to it.
 type Querier interface {
 	Query(ctx context.Context, query string, args ...any) (Rows, error)
 	Exec(ctx context.Context, query string, args ...any) (Result, error)
+}
+
+// TxReporter is implemented by a Querier that knows whether it is a
+// transaction. A plan that needs its statements to see one snapshot asks
+// through Batch.InTx, which the core fills from it.
+type TxReporter interface {
+	IsTx() bool
 }
 
 // Rows is the part of *sql.Rows the library reads.
@@ -53,29 +69,64 @@ type Tx interface {
 	Rollback(ctx context.Context) error
 }
 
-// Class is what an error means for get-or-create, decided from SQLSTATE,
+// Class is what an error means for get-or-create, decided from SQLSTATEs,
 // MySQL error numbers or SQLite extended codes, never from message text.
 type Class int
 
-// The classes of database errors.
+// The classes of errors.
 const (
-	ClassOther         Class = iota // not one the library treats specially
-	ClassUnique                     // a unique or primary key violation
+	ClassOther         Class = iota // nothing the library treats specially
+	ClassUnique                     // a unique or primary key violation the plan did not resolve
 	ClassSerialization              // a serialization failure (40001), or SQLite's stale snapshot
 	ClassDeadlock                   // a deadlock (40P01, MySQL 1213)
-	ClassBusy                       // SQLITE_BUSY or a lock wait timeout
+	ClassBusy                       // SQLITE_BUSY, a lock wait timeout, a lock not available
 	ClassTooLong                    // a value too long for its column (22001, 1406)
-	ClassInvalidValue               // a value of the wrong type or out of range (22P02, 1366, 1264, SQLite STRICT)
+	ClassInvalidValue               // a value of the wrong type or out of range
 	ClassNotNull                    // a NULL in a NOT NULL column
 	ClassCardinality                // PostgreSQL 21000: one statement touched a row twice
-	ClassNoArbiter                  // no unique index matches ON CONFLICT (42P10)
+	ClassLostRace                   // the row kept appearing and disappearing under the plan
 )
 
 // Retryable reports whether a transaction that failed with this class may
 // succeed when run again from the start.
 func (c Class) Retryable() bool {
-	return c == ClassSerialization || c == ClassDeadlock || c == ClassBusy
+	return c == ClassSerialization || c == ClassDeadlock || c == ClassBusy || c == ClassLostRace
 }
+
+// Error is a database error as a dialect interpreted it. Plans return only
+// *Error values (or nil); Dialect.Interpret makes them from driver errors.
+type Error struct {
+	Class Class
+	// Constraint names the violated constraint or index, when the
+	// database says.
+	Constraint string
+	// Row is the position in Batch.Rows of the row that caused the error,
+	// when HasRow is set (bulk plans only).
+	Row    int
+	HasRow bool
+	// Err is the driver's error, or the plan's own.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("database error (class %d)", e.Class)
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns the driver's error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// LostRace is the error a plan returns when it went round its
+// insert-or-select loop LostRaceTries times without getting the row.
+func LostRace() *Error {
+	return &Error{Class: ClassLostRace, Err: errors.New("lost the race for the row too many times (it kept being created and deleted)")}
+}
+
+// LostRaceTries is how many times a plan goes round its insert-or-select
+// loop before it returns LostRace.
+const LostRaceTries = 4
 
 // Column describes one column of the live table.
 type Column struct {
@@ -94,7 +145,7 @@ type Index struct {
 	Primary          bool
 	Partial          bool // has a WHERE predicate
 	Deferrable       bool
-	Expression       bool // on expressions, not plain columns
+	Expression       bool // on expressions (or a column prefix), not plain columns
 	NullsNotDistinct bool // NULLs compare equal (PostgreSQL 15 NULLS NOT DISTINCT)
 }
 
@@ -104,7 +155,7 @@ type Schema struct {
 	Columns  []Column
 	Unique   []Index // primary key and unique indexes/constraints
 	Triggers []string
-	Version  string // server version
+	Version  string // the server's version
 }
 
 // Column returns the column named name, or nil.
@@ -115,6 +166,23 @@ func (s *Schema) Column(name string) *Column {
 		}
 	}
 	return nil
+}
+
+// Features are what the core needs to know of a database at its detected
+// version.
+type Features struct {
+	// MaxParams bounds the parameters of one statement: bulk calls are
+	// cut into chunks that fit.
+	MaxParams int
+	// PrepareOnce: the driver prepares each statement anew when it runs
+	// with arguments through database/sql (go-sql-driver without
+	// interpolateParams, modernc.org/sqlite), so the core keeps prepared
+	// statements for the table's own calls on a *sql.DB.
+	PrepareOnce bool
+	// UpdateNeedsTx: the UpdateOrCreate plan sends more than one statement
+	// whose results must agree (MySQL without RETURNING), so the core runs
+	// it in a transaction of its own when the caller has none.
+	UpdateNeedsTx bool
 }
 
 // Table is what a dialect needs to build the statements for one table.
@@ -129,9 +197,9 @@ type Table struct {
 	OtherUnique []Index
 }
 
-// Shape is what one statement depends on beyond the table: which columns an
-// insert gives, and the assignments of an update. Statements are compiled
-// once per table and shape and then reused.
+// Shape is what a statement depends on beyond the table: which columns an
+// insert gives and the assignments of an update. Plans are compiled once
+// per table and shape and then reused.
 type Shape struct {
 	Insert  []int        // positions in Table.Columns given on insert
 	Updates []Assignment // UpdateOrCreate only
@@ -146,7 +214,30 @@ type Assignment struct {
 	Expr   Expr
 }
 
-// Call carries one call's values to a Plan.
+// ExprOp is the kind of an update expression node.
+type ExprOp int
+
+// The update expression nodes.
+const (
+	OpArg      ExprOp = iota // a bound value: Call.UpdateArgs[Arg]
+	OpExisting               // the stored row's column
+	OpProposed               // the proposed (create) row's column
+	OpAdd                    // Args[0] + Args[1]
+	OpGreatest               // the greater of Args[0], Args[1]
+	OpLeast                  // the lesser of Args[0], Args[1]
+	OpRaw                    // SQL with one ? per Args element
+)
+
+// Expr is an update expression, evaluated by the database.
+type Expr struct {
+	Op   ExprOp
+	Col  string
+	Arg  int
+	SQL  string
+	Args []Expr
+}
+
+// Call carries one call's values to a Plan, and what the plan did back.
 type Call struct {
 	Values     []any // one per Table.Columns; only Shape.Insert positions are sent on insert
 	UpdateArgs []any // the bound values of the assignments, in Expr order
@@ -155,11 +246,29 @@ type Call struct {
 	// must not start or end transactions, and SQLite reads before it writes
 	// there (a write needs its one write lock; a read does not).
 	InTx bool
-	// LikelyExists is the table's recent experience: most of its calls
-	// found the key. A plan may then look up first, and insert first when
-	// it is false; either order is correct, only the statement count differs.
-	LikelyExists bool
+	// ReadFirst asks the plan to look the key up before it tries to
+	// insert; when false it inserts first where that never writes an
+	// existing row. Either order is correct; only the statement count
+	// differs.
+	ReadFirst bool
+	// Raced is set by the plan when the row it returns was created by
+	// another transaction between this call's lookup and its insert.
+	Raced bool
 }
+
+// Statement is one statement of a plan, named by its role, for
+// diagnostics.
+type Statement struct {
+	Path string // "get-or-create" or "update-or-create": the path that sends it
+	Role string // "find", "insert", "upsert", ...
+	SQL  string
+}
+
+// The paths of Statement.Path.
+const (
+	PathGet    = "get-or-create"
+	PathUpdate = "update-or-create"
+)
 
 // Plan runs the compiled statements of one table and shape.
 type Plan interface {
@@ -172,26 +281,31 @@ type Plan interface {
 	// inserts it, scans the row as stored into c.Dest and reports whether
 	// this call created it.
 	UpdateOrCreate(ctx context.Context, q Querier, c *Call) (created bool, err error)
+	// Statements lists the plan's statements.
+	Statements() []Statement
 }
 
-// Features are what a database (at its detected version) can do.
-type Features struct {
-	Returning        bool // INSERT ... RETURNING
-	UpsertReturning  bool // INSERT ... ON CONFLICT/ON DUPLICATE KEY ... RETURNING
-	OnConflict       bool // ON CONFLICT (PostgreSQL, SQLite)
-	NullsNotDistinct bool // PostgreSQL 15+
-	Savepoints       bool
-	MaxParams        int // bound parameters per statement
-	// PrepareOnce: the driver prepares each statement anew when it is run
-	// through database/sql with arguments (go-sql-driver without
-	// interpolateParams, modernc.org/sqlite), so the library keeps prepared
-	// statements for its own calls on a *sql.DB.
-	PrepareOnce bool
-	// UpdateNeedsTx: the UpdateOrCreate plan issues more than one
-	// statement whose results must agree (MySQL without RETURNING), so the
-	// library runs it in a transaction of its own when the caller has none.
-	UpdateNeedsTx     bool
-	LockingReadSuffix string
+// Batch carries one chunk of a bulk call to a BulkPlan: distinct keys, in
+// the deterministic order in which they are written.
+type Batch struct {
+	Rows       []*Call
+	Created    []bool // out: one per row
+	UpdateArgs []any
+	// InTx is true when the handle is known to be a transaction (the
+	// library's own, or a caller's *sql.Tx or pgx.Tx), so that the batch's
+	// statements see no other writer's commits between them on SQLite.
+	InTx bool
+}
+
+// BulkPlan runs the compiled statements of one table and shape for batches
+// of up to the number of rows it was compiled for.
+type BulkPlan interface {
+	// GetOrCreateMany finds or inserts every row of the batch, scanning
+	// each into its Call.Dest and setting Created.
+	GetOrCreateMany(ctx context.Context, q Querier, b *Batch) error
+	// UpdateOrCreateMany applies the assignments to every existing row of
+	// the batch and inserts the others.
+	UpdateOrCreateMany(ctx context.Context, q Querier, b *Batch) error
 }
 
 // Dialect is one database's implementation.
@@ -200,16 +314,20 @@ type Dialect interface {
 	Name() string
 	// Quote quotes an identifier, or a dot-separated qualified name.
 	Quote(ident string) string
+	// Detect reports whether q is connected to this dialect's database,
+	// by asking the server; for handles whose driver it cannot tell by type
+	// (a wrapping driver, another driver for the same database).
+	Detect(ctx context.Context, q Querier) bool
 	// Inspect reads the table's columns, unique indexes and triggers.
-	// It returns an error wrapping ErrNoTable when the table does not exist.
+	// It returns ErrNoTable when the table does not exist.
 	Inspect(ctx context.Context, q Querier, table string) (*Schema, Features, error)
-	// Classify says what a driver error means.
-	Classify(err error) Class
-	// Constraint names the constraint or index in a unique-violation error,
-	// or "" when the driver does not say.
-	Constraint(err error) string
+	// Interpret classifies a driver error: it returns an *Error (err
+	// itself when it is one already), or nil for nil.
+	Interpret(err error) error
 	// Compile builds the statements for a table and shape.
 	Compile(t *Table, s *Shape, f Features) (Plan, error)
+	// CompileBulk builds the statements for batches of up to rows rows.
+	CompileBulk(t *Table, s *Shape, f Features, rows int) (BulkPlan, error)
 	// CreateIndexDDL is the statement that would create a unique index on
 	// the columns.
 	CreateIndexDDL(table string, columns []string) string
@@ -217,15 +335,6 @@ type Dialect interface {
 
 // ErrNoTable is returned by Inspect when the table does not exist.
 var ErrNoTable = errors.New("table does not exist")
-
-// ErrLostRace is returned by a plan when the row kept appearing and
-// disappearing under it (inserted by others, then deleted) more times than
-// it tries. The library retries it like a serialization failure.
-var ErrLostRace = errors.New("lost the race for the row too many times")
-
-// LostRaceTries is how many times a plan goes round its insert-or-select
-// loop before it returns ErrLostRace.
-const LostRaceTries = 4
 
 var (
 	regMu    sync.RWMutex
@@ -237,61 +346,69 @@ type registration struct {
 	match func(driver.Driver) bool
 }
 
-// Register makes a dialect available for the drivers match accepts. Dialect
-// packages call it from init.
+// Register makes a dialect available for the drivers match accepts, and to
+// Detect. The database packages call it from init.
 func Register(d Dialect, match func(driver.Driver) bool) {
 	regMu.Lock()
 	defer regMu.Unlock()
 	registry = append(registry, registration{d, match})
 }
 
-// ForDriver returns the registered dialect for a database/sql driver.
-func ForDriver(drv driver.Driver) (Dialect, error) {
+func registered() []registration {
 	regMu.RLock()
 	defer regMu.RUnlock()
-	for _, r := range registry {
+	return registry
+}
+
+// ForDriver returns the registered dialect for a database/sql driver, by
+// its type.
+func ForDriver(drv driver.Driver) (Dialect, bool) {
+	for _, r := range registered() {
 		if r.match(drv) {
+			return r.d, true
+		}
+	}
+	return nil, false
+}
+
+// Find returns the dialect for a *sql.DB: by its driver's type, else by
+// asking the server (for a driver behind an instrumenting wrapper, or a
+// driver the dialects do not know by name).
+func Find(ctx context.Context, db *sql.DB, q Querier) (Dialect, error) {
+	if d, ok := ForDriver(db.Driver()); ok {
+		return d, nil
+	}
+	regs := registered()
+	for _, r := range regs {
+		if r.d.Detect(ctx, q) {
 			return r.d, nil
 		}
 	}
-	return nil, fmt.Errorf("no getorcreate dialect for driver %T: import one of github.com/getorcreate/getorcreate/dialect/{postgres,mysql,sqlite}", drv)
+	if err := db.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("finding the dialect of driver %T: %w", db.Driver(), err)
+	}
+	names := make([]string, len(regs))
+	for i, r := range regs {
+		names[i] = r.d.Name()
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no getorcreate dialect is registered: import one of github.com/getorcreate/getorcreate/dialect/{postgres,mysql,sqlite}")
+	}
+	return nil, fmt.Errorf("the server behind driver %T is none of the registered dialects (%s): import the dialect for it, or set Config.Dialect", db.Driver(), strings.Join(names, ", "))
 }
 
-// ByName returns the registered dialect with this name.
-func ByName(name string) (Dialect, error) {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	for _, r := range registry {
-		if r.d.Name() == name {
-			return r.d, nil
+// Interpret classifies err with the first registered dialect that
+// recognises it: for errors of the caller's own statements, whose handle
+// the library never saw. It returns nil when none does.
+func Interpret(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	for _, r := range registered() {
+		if errors.As(r.d.Interpret(err), &e) && e.Class != ClassOther {
+			return e
 		}
 	}
-	return nil, fmt.Errorf("no getorcreate dialect named %q is registered", name)
-}
-
-// Batch carries one chunk of a bulk call to a BulkPlan: unique keys, in the
-// deterministic order in which they are written.
-type Batch struct {
-	Rows       []*Call
-	Created    []bool // out: one per row
-	UpdateArgs []any
-	// InTx is true when the handle is known to be a transaction (the
-	// library's own, or a caller's *sql.Tx or pgx.Tx), so that the batch's
-	// statements see no other writer's commits between them on SQLite.
-	InTx bool
-}
-
-// BulkPlan runs the compiled statements of one table, shape and chunk size.
-type BulkPlan interface {
-	// GetOrCreateMany finds or inserts every row of the batch, scanning
-	// each into its Call.Dest and setting Created.
-	GetOrCreateMany(ctx context.Context, q Querier, b *Batch) error
-	// UpdateOrCreateMany applies the assignments to every existing row of
-	// the batch and inserts the others.
-	UpdateOrCreateMany(ctx context.Context, q Querier, b *Batch) error
-}
-
-// BulkCompiler is implemented by dialects with multi-row statements.
-type BulkCompiler interface {
-	CompileBulk(t *Table, s *Shape, f Features, n int) (BulkPlan, error)
+	return nil
 }

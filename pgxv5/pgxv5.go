@@ -33,7 +33,11 @@ func OpenConfig[T any](ctx context.Context, pool *pgxpool.Pool, cfg getorcreate.
 		return nil, errors.New("getorcreate/pgxv5: Open: nil pool")
 	}
 	p := poolQ{pool}
-	return getorcreate.OpenDriver[T](ctx, postgres.Dialect, p, p, cfg)
+	d := cfg.Dialect
+	if d == nil {
+		d = postgres.Dialect
+	}
+	return getorcreate.OpenDriver[T](ctx, d, p, p, cfg)
 }
 
 // Handle is what pgx.Tx, *pgx.Conn and *pgxpool.Pool share.
@@ -49,26 +53,11 @@ func Tx(h Handle) getorcreate.Querier { return handleQ{h} }
 
 // RunTx runs fn in a transaction on pool and commits it, running fn again
 // from the start when it or the commit fails with an error for which
-// getorcreate.IsRetryable is true, or a serialization failure or deadlock
-// straight from the driver. See getorcreate.RunTx.
+// getorcreate.IsRetryable is true, whether it came from the library or
+// straight from pgx, as getorcreate.RunTx does, with the same retry loop
+// and getorcreate.DefaultRetry.
 func RunTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(tx pgx.Tx) error) error {
-	policy := getorcreate.DefaultRetry
-	var err error
-	for attempt := 0; attempt <= policy.MaxRetries; attempt++ {
-		if attempt > 0 {
-			if serr := policy.Wait(ctx, attempt); serr != nil {
-				return errors.Join(serr, err)
-			}
-		}
-		err = pgx.BeginTxFunc(ctx, pool, opts, fn)
-		if err == nil {
-			return nil
-		}
-		if !getorcreate.IsRetryable(err) && !postgres.Dialect.Classify(err).Retryable() {
-			return err
-		}
-	}
-	return err
+	return getorcreate.DefaultRetry.Retry(ctx, func() error { return pgx.BeginTxFunc(ctx, pool, opts, fn) })
 }
 
 type poolQ struct{ p *pgxpool.Pool }

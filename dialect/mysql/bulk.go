@@ -5,53 +5,61 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
 )
-
-var _ dialect.BulkCompiler = myDialect{}
 
 type bulkPlan struct {
 	t         *dialect.Table
 	s         *dialect.Shape
 	single    *plan
 	returning bool
-	find      dialect.StmtCache
-	insert    dialect.StmtCache
-	upsert    dialect.Stmt
+	find      sqlbuild.Stmt
+	// writes holds the multi-row INSERT and upsert statements by their
+	// number of rows, each a power of two (see sqlbuild.Pieces).
+	writes sync.Map // writeKey -> sqlbuild.Stmt
 }
 
-// CompileBulk builds, for n rows:
+type writeKey struct {
+	n      int
+	upsert bool
+}
+
+// CompileBulk builds, for batches of up to n rows:
 //
 //	find:   SELECT v.ord, t.cols FROM (SELECT 0 AS ord, ? AS c0 UNION ALL SELECT 1, ? ...) v
-//	        JOIN tbl t ON t.key = v.c0
+//	        JOIN tbl t ON t.key <=> v.c0 WHERE v.ord < ?
 //	insert: INSERT INTO tbl (...) VALUES (...), (...) RETURNING cols
 //	upsert: INSERT INTO tbl (...) VALUES (IF(LAST_INSERT_ID(1), ?, NULL), ...), ...
 //	        ON DUPLICATE KEY UPDATE ... RETURNING cols, LAST_INSERT_ID()
 //
 // The join compares in the key column's collation (a parameter is more
 // coercible than a column), so "Go" finds "go" where the column says they
-// are equal. INSERT ... RETURNING and the upsert return one row per VALUES
-// row, in order, so ids come back exactly, with no LAST_INSERT_ID
-// arithmetic. The marker works per row: each row sets it while it is built,
-// and its own duplicate-key update resets it.
+// are equal. The find is built for n rows and filters out the rows past
+// the batch's size. The writes cannot be padded (every VALUES row is
+// written), so they are sent in pieces of power-of-two sizes: a few
+// statement texts whatever the batches. INSERT ... RETURNING and the
+// upsert return one row per VALUES row, in order, so ids come back
+// exactly, with no LAST_INSERT_ID arithmetic. The marker works per row:
+// each row sets it while it is built, and its own duplicate-key update
+// resets it.
 func (d myDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect.Features, n int) (dialect.BulkPlan, error) {
-	single, err := d.Compile(t, s, f)
+	single, err := d.compile(t, s)
 	if err != nil {
 		return nil, err
 	}
-	p := &bulkPlan{t: t, s: s, single: single.(*plan), returning: f.Returning}
-	if len(s.Updates) > 0 && p.returning {
-		p.upsert = p.buildUpsert(n)
-	}
-	return p, nil
+	p := &bulkPlan{t: t, s: s, single: single, returning: d.returning(t)}
+	p.find = p.buildFind(n)
+	return sqlbuild.ClassifyBulk(p, interpret), nil
 }
 
-func (p *bulkPlan) buildFind(n int, locked bool) dialect.Stmt {
+func (p *bulkPlan) buildFind(n int) sqlbuild.Stmt {
 	t := p.t
-	b := dialect.NewBuilder(&syntax, t)
+	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("SELECT v.ord, ")
-	b.List("t.", t.Columns, dialect.Seq(len(t.Columns)))
+	b.List("t.", t.Columns, sqlbuild.Seq(len(t.Columns)))
 	b.WriteString(" FROM (")
 	for j := range n {
 		if j > 0 {
@@ -78,9 +86,8 @@ func (p *bulkPlan) buildFind(n int, locked bool) dialect.Stmt {
 		b.Ident(t.Columns[pos])
 		b.WriteString(" <=> v.c" + strconv.Itoa(pos))
 	}
-	if locked {
-		b.WriteString(" LOCK IN SHARE MODE")
-	}
+	b.WriteString(" WHERE v.ord < ")
+	b.Count()
 	return b.Stmt()
 }
 
@@ -88,7 +95,7 @@ func (p *bulkPlan) buildFind(n int, locked bool) dialect.Stmt {
 // with marker, each row's first value sets LAST_INSERT_ID(1) (see the
 // markers). Row 0 binds like a single call's values, so the single-row plan
 // uses it with n = 1.
-func insertValues(b *dialect.Builder, t *dialect.Table, s *dialect.Shape, n int, marker bool) {
+func insertValues(b *sqlbuild.Builder, t *dialect.Table, s *dialect.Shape, n int, marker bool) {
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") VALUES ")
@@ -113,59 +120,79 @@ func insertValues(b *dialect.Builder, t *dialect.Table, s *dialect.Shape, n int,
 	}
 }
 
-func (p *bulkPlan) buildInsert(n int) dialect.Stmt {
-	b := dialect.NewBuilder(&syntax, p.t)
-	insertValues(b, p.t, p.s, n, false)
-	b.WriteString(" RETURNING ")
-	b.List("", p.t.Columns, dialect.Seq(len(p.t.Columns)))
-	return b.Stmt()
-}
-
-func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
+// write returns the multi-row INSERT (or upsert) for n rows, built once.
+func (p *bulkPlan) write(n int, upsert bool) sqlbuild.Stmt {
+	k := writeKey{n, upsert}
+	if st, ok := p.writes.Load(k); ok {
+		return st.(sqlbuild.Stmt)
+	}
 	t := p.t
-	b := dialect.NewBuilder(&syntax, t)
-	insertValues(b, p.t, p.s, n, true)
-	b.WriteString(" ON DUPLICATE KEY UPDATE ")
-	writeMarkerAndUpdates(b, t, p.s)
+	b := sqlbuild.NewBuilder(&syntax, t)
+	insertValues(b, t, p.s, n, upsert)
+	if upsert {
+		b.WriteString(" ON DUPLICATE KEY UPDATE ")
+		writeMarkerAndUpdates(b, t, p.s)
+	}
 	b.WriteString(" RETURNING ")
-	b.List("", t.Columns, dialect.Seq(len(t.Columns)))
-	b.WriteString(", LAST_INSERT_ID()")
-	return b.Stmt()
+	b.List("", t.Columns, sqlbuild.Seq(len(t.Columns)))
+	if upsert {
+		b.WriteString(", LAST_INSERT_ID()")
+	}
+	st := b.Stmt()
+	p.writes.Store(k, st)
+	return st
 }
 
-// GetOrCreateMany: one find for the chunk; one INSERT ... RETURNING for the
-// keys it did not find. A duplicate-key error there means another
-// transaction inserted one of them in between (the INSERT was rolled back
-// whole, MY-10): the remaining keys then go one by one through the
-// single-row path, whose locking read sees the winner's row.
+// inPieces runs fn on consecutive pieces of rows, of power-of-two sizes.
+func inPieces(rows []*dialect.Call, fn func(lo int, part []*dialect.Call) error) error {
+	lo := 0
+	for _, n := range sqlbuild.Pieces(len(rows)) {
+		if err := fn(lo, rows[lo:lo+n]); err != nil {
+			return err
+		}
+		lo += n
+	}
+	return nil
+}
+
+// GetOrCreateMany: one find for the chunk; one INSERT ... RETURNING (per
+// piece) for the keys it did not find. A duplicate-key error there means
+// another transaction inserted one of them in between (the INSERT was
+// rolled back whole, MY-10): the remaining keys then go one by one through
+// the single-row path, whose locking read sees the winner's row.
 func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
-	find := p.find.Get(len(b.Rows), func(n int) dialect.Stmt { return p.buildFind(n, false) })
-	seen, err := dialect.ScanBatch(ctx, q, find.SQL, find.BatchArgs(b.Rows, nil), b.Rows, nil)
+	seen, err := sqlbuild.ScanBatch(ctx, q, p.find.SQL, p.find.BatchArgs(b.Rows, nil), b.Rows, nil)
 	if err != nil {
 		return err
 	}
-	miss := dialect.Missing(b.Rows, seen)
+	miss := sqlbuild.Missing(b.Rows, seen)
 	if len(miss) == 0 {
 		return nil
 	}
+	done := 0 // misses inserted by the multi-row statements
 	if p.returning {
 		rows := make([]*dialect.Call, len(miss))
 		for k, m := range miss {
 			rows[k] = b.Rows[m]
 		}
-		ins := p.insert.Get(len(rows), p.buildInsert)
-		err := scanInOrder(ctx, q, ins, rows, nil, nil)
-		if err == nil {
-			for _, m := range miss {
-				b.Created[m] = true
+		err := inPieces(rows, func(lo int, part []*dialect.Call) error {
+			if err := scanInOrder(ctx, q, p.write(len(part), false), part, nil, nil); err != nil {
+				return err
 			}
+			for k := range part {
+				b.Created[miss[lo+k]] = true
+			}
+			done = lo + len(part)
+			return nil
+		})
+		if err == nil {
 			return nil
 		}
-		if Dialect.Classify(err) != dialect.ClassUnique {
+		if !isDuplicate(err) {
 			return err
 		}
 	}
-	for _, m := range miss {
+	for _, m := range miss[done:] {
 		created, err := p.single.GetOrCreate(ctx, q, b.Rows[m])
 		if err != nil {
 			return err
@@ -177,7 +204,7 @@ func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *di
 
 // scanInOrder runs a statement that returns one row per VALUES row, in
 // order, scanning row k into rows[k].Dest and then extra(k).
-func scanInOrder(ctx context.Context, q dialect.Querier, st dialect.Stmt, rows []*dialect.Call, updateArgs []any, extra func(k int) []any) error {
+func scanInOrder(ctx context.Context, q dialect.Querier, st sqlbuild.Stmt, rows []*dialect.Call, updateArgs []any, extra func(k int) []any) error {
 	rs, err := q.Query(ctx, st.SQL, st.BatchArgs(rows, updateArgs)...)
 	if err != nil {
 		return err
@@ -206,7 +233,7 @@ func scanInOrder(ctx context.Context, q dialect.Querier, st dialect.Stmt, rows [
 	return rs.Close()
 }
 
-// UpdateOrCreateMany is one upsert per chunk on MariaDB; without RETURNING
+// UpdateOrCreateMany is one upsert per piece on MariaDB; without RETURNING
 // (MySQL) each row goes through the single-row path.
 func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
 	if !p.returning {
@@ -221,7 +248,9 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 		return nil
 	}
 	marks := make([]uint64, len(b.Rows))
-	err := scanInOrder(ctx, q, p.upsert, b.Rows, b.UpdateArgs, func(k int) []any { return []any{&marks[k]} })
+	err := inPieces(b.Rows, func(lo int, part []*dialect.Call) error {
+		return scanInOrder(ctx, q, p.write(len(part), true), part, b.UpdateArgs, func(k int) []any { return []any{&marks[lo+k]} })
+	})
 	if err != nil {
 		return err
 	}
@@ -234,8 +263,9 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 			c := *b.Rows[i]
 			c.UpdateArgs = b.UpdateArgs
 			if _, err := p.single.updateExisting(ctx, q, &c); err != nil {
-				if ou, ok := err.(*OtherUniqueError); ok {
-					ou.Row = i
+				var e *dialect.Error
+				if errors.As(err, &e) {
+					e.Row, e.HasRow = i, true
 				}
 				return err
 			}

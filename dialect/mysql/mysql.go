@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
 	gomysql "github.com/go-sql-driver/mysql"
 )
 
@@ -44,10 +45,27 @@ func (myDialect) Name() string { return "mysql" }
 // Quote quotes each dot-separated part of ident with backquotes.
 func (myDialect) Quote(ident string) string { return quote(ident) }
 
-func quote(ident string) string { return dialect.QuoteWith(ident, '`') }
+func quote(ident string) string { return sqlbuild.QuoteWith(ident, '`') }
 
 // quoteColumn quotes a column or index name, whole.
-func quoteColumn(ident string) string { return dialect.QuotePart(ident, '`') }
+func quoteColumn(ident string) string { return sqlbuild.QuotePart(ident, '`') }
+
+// Detect asks the server for a system variable, which only MySQL and
+// MariaDB spell @@name.
+func (myDialect) Detect(ctx context.Context, q dialect.Querier) bool {
+	var v string
+	err := sqlbuild.QueryEach(ctx, q, `SELECT @@version`, nil, func(r dialect.Rows) error { return r.Scan(&v) })
+	return err == nil && v != ""
+}
+
+// isMariaDB reads the server version Inspect recorded.
+func isMariaDB(version string) bool { return strings.Contains(strings.ToLower(version), "mariadb") }
+
+// returning reports whether the plans may use INSERT ... RETURNING:
+// MariaDB 10.5+ has it, MySQL does not.
+func (d myDialect) returning(t *dialect.Table) bool {
+	return isMariaDB(t.Schema.Version) && !d.noReturning
+}
 
 func splitName(table string) (schema *string, name string) {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -58,18 +76,17 @@ func splitName(table string) (schema *string, name string) {
 }
 
 func (d myDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{Savepoints: true, MaxParams: 65535, LockingReadSuffix: " LOCK IN SHARE MODE", PrepareOnce: true}
+	f := dialect.Features{MaxParams: 65535, PrepareOnce: true}
 	s := &dialect.Schema{Table: table}
-	if err := dialect.QueryEach(ctx, q, `SELECT VERSION()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT VERSION()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
 		return nil, f, err
 	}
 	var maj, min int
 	fmt.Sscanf(s.Version, "%d.%d", &maj, &min)
-	if strings.Contains(strings.ToLower(s.Version), "mariadb") {
+	if isMariaDB(s.Version) {
 		if maj < 10 || (maj == 10 && min < 5) {
 			return nil, f, fmt.Errorf("MariaDB %s is too old: getorcreate needs 10.5", s.Version)
 		}
-		f.Returning, f.UpsertReturning = !d.noReturning, !d.noReturning
 		f.UpdateNeedsTx = d.noReturning
 	} else if maj < 8 {
 		return nil, f, fmt.Errorf("MySQL %s is too old: getorcreate needs 8.0", s.Version)
@@ -77,7 +94,7 @@ func (d myDialect) Inspect(ctx context.Context, q dialect.Querier, table string)
 		f.UpdateNeedsTx = true
 	}
 	schema, name := splitName(table)
-	err := dialect.QueryEach(ctx, q, `
+	err := sqlbuild.QueryEach(ctx, q, `
 SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES',
        (COLUMN_DEFAULT IS NOT NULL AND COLUMN_DEFAULT <> 'NULL') OR EXTRA LIKE '%auto_increment%' OR EXTRA LIKE '%GENERATED%',
        EXTRA LIKE '%auto_increment%', COALESCE(COLLATION_NAME, '')
@@ -97,7 +114,7 @@ ORDER BY ORDINAL_POSITION`, []any{schema, name}, func(r dialect.Rows) error {
 	if len(s.Columns) == 0 {
 		return nil, f, dialect.ErrNoTable
 	}
-	err = dialect.QueryEach(ctx, q, `
+	err = sqlbuild.QueryEach(ctx, q, `
 SELECT INDEX_NAME, COLUMN_NAME, SUB_PART IS NOT NULL
 FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
@@ -127,7 +144,7 @@ ORDER BY INDEX_NAME, SEQ_IN_INDEX`, []any{schema, name}, func(r dialect.Rows) er
 	if err != nil {
 		return nil, f, err
 	}
-	s.Triggers, err = dialect.QueryStrings(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
+	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT TRIGGER_NAME FROM information_schema.TRIGGERS
 WHERE EVENT_OBJECT_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME`, schema, name)
 	return s, f, err
 }
@@ -140,12 +157,11 @@ func myErr(err error) *gomysql.MySQLError {
 	return nil
 }
 
-// Classify maps MySQL/MariaDB error numbers.
-func (myDialect) Classify(err error) dialect.Class {
-	var ou *OtherUniqueError
-	if errors.As(err, &ou) {
-		return dialect.ClassUnique
-	}
+// class maps MySQL/MariaDB error numbers, and then the SQLSTATE the
+// server sends with every error: a trigger's SIGNAL SQLSTATE '40001'
+// arrives as error 1644 with state 40001, and is a serialization failure
+// like any other.
+func class(err error) dialect.Class {
 	e := myErr(err)
 	if e == nil {
 		return dialect.ClassOther
@@ -166,17 +182,29 @@ func (myDialect) Classify(err error) dialect.Class {
 	case 1048: // ER_BAD_NULL_ERROR
 		return dialect.ClassNotNull
 	}
+	switch string(e.SQLState[:]) {
+	case "40001":
+		return dialect.ClassSerialization
+	case "22001":
+		return dialect.ClassTooLong
+	case "22003", "22007", "22008", "22018", "22P02":
+		return dialect.ClassInvalidValue
+	}
 	return dialect.ClassOther
 }
 
-// Constraint names the index in a duplicate-entry error. The server gives
+var interpret = sqlbuild.Interpreter(class, constraint)
+
+// Interpret classifies a driver error by its error number and SQLSTATE.
+func (myDialect) Interpret(err error) error { return interpret(err) }
+
+// isDuplicate reports a duplicate-key error straight from the driver.
+func isDuplicate(err error) bool { return class(err) == dialect.ClassUnique }
+
+// constraint names the index in a duplicate-entry error. The server gives
 // it only in the message ("... for key 'name'"), so this reads the message;
 // the error's class comes from its number.
-func (myDialect) Constraint(err error) string {
-	var ou *OtherUniqueError
-	if errors.As(err, &ou) {
-		return ou.Constraint()
-	}
+func constraint(err error) string {
 	e := myErr(err)
 	if e == nil {
 		return ""
@@ -193,14 +221,14 @@ func (myDialect) Constraint(err error) string {
 }
 
 func (myDialect) CreateIndexDDL(table string, cols []string) string {
-	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quoteColumn(dialect.IndexName(table, cols)), dialect.QuoteList(quoteColumn, cols))
+	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quoteColumn(sqlbuild.IndexName(table, cols)), sqlbuild.QuoteList(quoteColumn, cols))
 }
 
-var syntax = dialect.Syntax{
+var syntax = sqlbuild.Syntax{
 	Placeholder: func(int) string { return "?" },
 	Quote:       quoteColumn,
-	Existing:    func(b *dialect.Builder, col string) { b.Ident(col) },
-	Proposed:    func(b *dialect.Builder, col string) { b.WriteString("VALUES("); b.Ident(col); b.WriteString(")") },
+	Existing:    func(b *sqlbuild.Builder, col string) { b.Ident(col) },
+	Proposed:    func(b *sqlbuild.Builder, col string) { b.WriteString("VALUES("); b.Ident(col); b.WriteString(")") },
 	Greatest:    "GREATEST",
 	Least:       "LEAST",
 }
@@ -223,9 +251,9 @@ const (
 type plan struct {
 	t                  *dialect.Table
 	returning          bool
-	find, findLocked   dialect.Stmt
-	update             dialect.Stmt
-	insert, upsert     dialect.Stmt
+	find, findLocked   sqlbuild.Stmt
+	update             sqlbuild.Stmt
+	insert, upsert     sqlbuild.Stmt
 	arbiter            string
 	otherUniqueIndexes []string
 }
@@ -243,20 +271,28 @@ type plan struct {
 // where mine is (k <=> VALUES(k) AND ...): with several unique indexes an
 // upsert can hit another index's row (MY-1); the guard leaves that row
 // unchanged and the marker reports it.
-func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Features) (dialect.Plan, error) {
-	p := &plan{t: t, returning: f.Returning, arbiter: t.Arbiter.Name, otherUniqueIndexes: reachable(t, s)}
-	all := dialect.Seq(len(t.Columns))
+func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
+	p, err := d.compile(t, s)
+	if err != nil {
+		return nil, err
+	}
+	return sqlbuild.Classify(p, interpret), nil
+}
+
+func (d myDialect) compile(t *dialect.Table, s *dialect.Shape) (*plan, error) {
+	p := &plan{t: t, returning: d.returning(t), arbiter: t.Arbiter.Name, otherUniqueIndexes: reachable(t, s)}
+	all := sqlbuild.Seq(len(t.Columns))
 	table := quote(t.Name)
 
-	b := dialect.NewBuilder(&syntax, t)
+	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("SELECT ")
 	b.List("", t.Columns, all)
 	b.WriteString(" FROM " + table + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
 	p.find = b.Stmt()
-	p.findLocked = dialect.Stmt{SQL: p.find.SQL + " LOCK IN SHARE MODE", Refs: p.find.Refs}
+	p.findLocked = sqlbuild.Stmt{SQL: p.find.SQL + " LOCK IN SHARE MODE", Refs: p.find.Refs}
 
-	b = dialect.NewBuilder(&syntax, t)
+	b = sqlbuild.NewBuilder(&syntax, t)
 	insertValues(b, t, s, 1, false)
 	if p.returning {
 		b.WriteString(" RETURNING ")
@@ -265,7 +301,7 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	p.insert = b.Stmt()
 
 	if len(s.Updates) > 0 {
-		b = dialect.NewBuilder(&syntax, t)
+		b = sqlbuild.NewBuilder(&syntax, t)
 		insertValues(b, t, s, 1, true)
 		b.WriteString(" ON DUPLICATE KEY UPDATE ")
 		writeMarkerAndUpdates(b, t, s)
@@ -280,17 +316,33 @@ func (d myDialect) Compile(t *dialect.Table, s *dialect.Shape, f dialect.Feature
 	return p, nil
 }
 
+func (p *plan) Statements() []dialect.Statement {
+	st := []dialect.Statement{
+		{Path: dialect.PathGet, Role: "find", SQL: p.find.SQL},
+		{Path: dialect.PathGet, Role: "insert", SQL: p.insert.SQL},
+		{Path: dialect.PathGet, Role: "locking read after a duplicate key", SQL: p.findLocked.SQL},
+	}
+	if p.upsert.SQL != "" {
+		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+		if !p.returning {
+			st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "read back the row (no RETURNING)", SQL: p.findLocked.SQL})
+		}
+		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "update, after a duplicate on another unique index", SQL: p.update.SQL})
+	}
+	return st
+}
+
 // updateSyntax is for a plain UPDATE, where the proposed row is the call's
 // own bound values.
-var updateSyntax = func() dialect.Syntax {
+var updateSyntax = func() sqlbuild.Syntax {
 	s := syntax
-	s.Proposed = func(b *dialect.Builder, col string) { b.Value(b.Pos(col)) }
+	s.Proposed = func(b *sqlbuild.Builder, col string) { b.Value(b.Pos(col)) }
 	return s
 }()
 
 // buildUpdate is UPDATE t SET ... WHERE key = ?.
-func buildUpdate(t *dialect.Table, s *dialect.Shape) dialect.Stmt {
-	b := dialect.NewBuilder(&updateSyntax, t)
+func buildUpdate(t *dialect.Table, s *dialect.Shape) sqlbuild.Stmt {
+	b := sqlbuild.NewBuilder(&updateSyntax, t)
 	b.WriteString("UPDATE " + quote(t.Name) + " SET ")
 	b.Assignments(s.Updates, nil)
 	b.WriteString(" WHERE ")
@@ -300,7 +352,7 @@ func buildUpdate(t *dialect.Table, s *dialect.Shape) dialect.Stmt {
 
 // mine writes (k <=> VALUES(k) AND ...): true when the duplicate-key update
 // is on the row with our key, not on another unique index's row.
-func mine(b *dialect.Builder) {
+func mine(b *sqlbuild.Builder) {
 	t := b.Table
 	for i, pos := range t.Key {
 		if i > 0 {
@@ -315,7 +367,7 @@ func mine(b *dialect.Builder) {
 
 // writeMarkerAndUpdates writes the ON DUPLICATE KEY UPDATE list: the marker
 // assignment (a no-op on the first key column), then the guarded updates.
-func writeMarkerAndUpdates(b *dialect.Builder, t *dialect.Table, s *dialect.Shape) {
+func writeMarkerAndUpdates(b *sqlbuild.Builder, t *dialect.Table, s *dialect.Shape) {
 	k := t.Columns[t.Key[0]]
 	b.Ident(k)
 	b.WriteString(" = IF(LAST_INSERT_ID(IF(")
@@ -325,7 +377,7 @@ func writeMarkerAndUpdates(b *dialect.Builder, t *dialect.Table, s *dialect.Shap
 	b.WriteString(", ")
 	b.Ident(k)
 	b.WriteString("), ")
-	var guard func(*dialect.Builder)
+	var guard func(*sqlbuild.Builder)
 	if len(reachable(t, s)) > 0 {
 		guard = mine
 	}
@@ -374,21 +426,22 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 		if err == nil {
 			return created, nil
 		}
-		if myErr(err) == nil || (myErr(err).Number != 1062 && myErr(err).Number != 1586) {
+		if !isDuplicate(err) {
 			return false, err
 		}
-		if name := Dialect.Constraint(err); name != "" && name != p.arbiter {
+		if name := constraint(err); name != "" && name != p.arbiter {
 			return false, err // a conflict on another unique index
 		}
 		found, ferr := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
 		if ferr != nil || found {
+			c.Raced = found
 			return false, ferr
 		}
-		if len(p.otherUniqueIndexes) > 0 && Dialect.Constraint(err) == "" {
+		if len(p.otherUniqueIndexes) > 0 && constraint(err) == "" {
 			return false, err // cannot tell whose duplicate it was: report it
 		}
 	}
-	return false, dialect.ErrLostRace
+	return false, dialect.LostRace()
 }
 
 // doInsert inserts and reads the row back: with RETURNING in the same
@@ -406,7 +459,7 @@ func (p *plan) doInsert(ctx context.Context, q dialect.Querier, c *dialect.Call)
 	}
 	found, err := p.findLocked.QueryOne(ctx, q, c, c.Dest...)
 	if err == nil && !found {
-		err = dialect.ErrLostRace // deleted between our insert and our read
+		err = dialect.LostRace() // deleted between our insert and our read
 	}
 	return found, err
 }
@@ -445,7 +498,7 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 				return false, err
 			}
 			if !found {
-				return false, dialect.ErrLostRace
+				return false, dialect.LostRace()
 			}
 			return mark != markUpdated, nil
 		}
@@ -475,29 +528,18 @@ func (p *plan) updateExisting(ctx context.Context, q dialect.Querier, c *dialect
 		return false, err
 	}
 	if !found {
-		return false, &OtherUniqueError{Indexes: p.otherUniqueIndexes, Row: -1}
+		return false, otherUnique(p.otherUniqueIndexes)
 	}
 	return false, nil
 }
 
-// OtherUniqueError reports an upsert whose row collided on a unique index
-// other than the key; the row it collided with was left unchanged.
-type OtherUniqueError struct {
-	Indexes []string
-	Row     int // in a batch, the row's position in its chunk; -1 outside one
-}
-
-// BatchRow is the row's position in its batch, or -1.
-func (e *OtherUniqueError) BatchRow() int { return e.Row }
-
-func (e *OtherUniqueError) Error() string {
-	return "duplicate on another unique index (" + strings.Join(e.Indexes, ", ") + "); the existing row was left unchanged"
-}
-
-// Constraint names the index when there is only one candidate.
-func (e *OtherUniqueError) Constraint() string {
-	if len(e.Indexes) == 1 {
-		return e.Indexes[0]
+// otherUnique reports an upsert whose row collided on a unique index other
+// than the key; the row it collided with was left unchanged. The index is
+// named when there is only one candidate.
+func otherUnique(indexes []string) *dialect.Error {
+	return &dialect.Error{
+		Class:      dialect.ClassUnique,
+		Constraint: strings.Join(indexes, " or "),
+		Err:        errors.New("duplicate on another unique index (" + strings.Join(indexes, ", ") + "); the existing row was left unchanged"),
 	}
-	return strings.Join(e.Indexes, " or ")
 }

@@ -6,20 +6,19 @@ import (
 	"strconv"
 
 	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
 )
-
-var _ dialect.BulkCompiler = pgDialect{}
 
 type bulkPlan struct {
 	t      *dialect.Table
 	s      *dialect.Shape
-	fused  dialect.StmtCache
-	upsert dialect.Stmt
+	fused  sqlbuild.Stmt
+	upsert sqlbuild.Stmt
 }
 
 // CompileBulk builds, for n rows:
 //
-//	WITH v (ord, c0, ...) AS (VALUES (0, $1::type, ...), (1, ...)),
+//	WITH v AS (SELECT * FROM (VALUES (0, $1::type, ...), (1, ...)) x (ord, c0, ...) WHERE x.ord < $k),
 //	     s AS (SELECT v.ord, t.cols FROM v JOIN tbl t ON t.key = v.key),
 //	     i AS (INSERT INTO tbl (...) SELECT ... FROM v WHERE v.ord NOT IN (SELECT ord FROM s)
 //	           ORDER BY v.ord ON CONFLICT (key) DO NOTHING RETURNING cols)
@@ -34,26 +33,24 @@ type bulkPlan struct {
 // Rows are inserted in ord order, which the caller sorted by key, so two
 // batches lock their keys in the same order and cannot deadlock (PG-15).
 // Matching results to inputs is a join on the key, so it is the database's
-// equality, not Go's, that decides.
+// equality, not Go's, that decides. The statements are built for n rows
+// and serve any batch of up to n: $k is the batch's size, and the rows past
+// it (bound to copies of the first row's values) are filtered out.
 func (pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, _ dialect.Features, n int) (dialect.BulkPlan, error) {
 	p := &bulkPlan{t: t, s: s}
-	p.fused.Get(n, p.buildFused)
+	p.fused = p.buildFused(n)
 	if len(s.Updates) > 0 {
 		p.upsert = p.buildUpsert(n)
 	}
-	return p, nil
+	return sqlbuild.ClassifyBulk(p, interpret), nil
 }
 
 func vcol(i int) string { return "c" + strconv.Itoa(i) }
 
-// values writes "v (ord, c0, ...) AS (VALUES (...), ...)".
-func (p *bulkPlan) values(b *dialect.Builder, n int) {
+// values writes "v AS (SELECT * FROM (VALUES (...), ...) x (ord, c0, ...) WHERE x.ord < $k)".
+func (p *bulkPlan) values(b *sqlbuild.Builder, n int) {
 	t, s := p.t, p.s
-	b.WriteString("v (ord")
-	for _, pos := range s.Insert {
-		b.WriteString(", " + vcol(pos))
-	}
-	b.WriteString(") AS (VALUES ")
+	b.WriteString("v AS (SELECT * FROM (VALUES ")
 	for j := range n {
 		if j > 0 {
 			b.WriteString(", ")
@@ -66,11 +63,17 @@ func (p *bulkPlan) values(b *dialect.Builder, n int) {
 		}
 		b.WriteString(")")
 	}
+	b.WriteString(") x (ord")
+	for _, pos := range s.Insert {
+		b.WriteString(", " + vcol(pos))
+	}
+	b.WriteString(") WHERE x.ord < ")
+	b.Count()
 	b.WriteString(")")
 }
 
 // valueColumns writes "v.c0, v.c1, ..." for the inserted columns.
-func (p *bulkPlan) valueColumns(b *dialect.Builder) {
+func (p *bulkPlan) valueColumns(b *sqlbuild.Builder) {
 	for i, pos := range p.s.Insert {
 		if i > 0 {
 			b.WriteString(", ")
@@ -80,7 +83,7 @@ func (p *bulkPlan) valueColumns(b *dialect.Builder) {
 }
 
 // keyJoin writes "l.k = v.ck AND ...".
-func (p *bulkPlan) keyJoin(b *dialect.Builder, l string) {
+func (p *bulkPlan) keyJoin(b *sqlbuild.Builder, l string) {
 	for i, pos := range p.t.Key {
 		if i > 0 {
 			b.WriteString(" AND ")
@@ -96,11 +99,11 @@ func (p *bulkPlan) keyJoin(b *dialect.Builder, l string) {
 	}
 }
 
-func (p *bulkPlan) buildFused(n int) dialect.Stmt {
+func (p *bulkPlan) buildFused(n int) sqlbuild.Stmt {
 	t, s := p.t, p.s
-	all := dialect.Seq(len(t.Columns))
+	all := sqlbuild.Seq(len(t.Columns))
 	table := quote(t.Name)
-	b := dialect.NewBuilder(&syntax, t)
+	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("WITH ")
 	p.values(b, n)
 	b.WriteString(", s AS (SELECT v.ord, ")
@@ -129,10 +132,10 @@ func (p *bulkPlan) buildFused(n int) dialect.Stmt {
 	return b.Stmt()
 }
 
-func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
+func (p *bulkPlan) buildUpsert(n int) sqlbuild.Stmt {
 	t, s := p.t, p.s
-	all := dialect.Seq(len(t.Columns))
-	b := dialect.NewBuilder(&syntax, t)
+	all := sqlbuild.Seq(len(t.Columns))
+	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("WITH ")
 	p.values(b, n)
 	b.WriteString(", u AS (INSERT INTO " + quote(t.Name) + " AS " + alias + " (")
@@ -157,15 +160,14 @@ func (p *bulkPlan) buildUpsert(n int) dialect.Stmt {
 // again (a new statement, a new snapshot under READ COMMITTED).
 func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
 	rows := b.Rows
-	idx := dialect.Seq(len(rows))
+	idx := sqlbuild.Seq(len(rows))
 	for range dialect.LostRaceTries {
-		st := p.fused.Get(len(rows), p.buildFused)
-		seen, err := dialect.ScanBatch(ctx, q, st.SQL, st.BatchArgs(rows, nil), rows,
+		seen, err := sqlbuild.ScanBatch(ctx, q, p.fused.SQL, p.fused.BatchArgs(rows, nil), rows,
 			func(ord int) []any { return []any{&b.Created[idx[ord]]} })
 		if err != nil {
 			return err
 		}
-		miss := dialect.Missing(rows, seen)
+		miss := sqlbuild.Missing(rows, seen)
 		if len(miss) == 0 {
 			return nil
 		}
@@ -176,17 +178,17 @@ func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *di
 		}
 		rows, idx = next, nidx
 	}
-	return dialect.ErrLostRace
+	return dialect.LostRace()
 }
 
 // UpdateOrCreateMany is one statement per chunk.
 func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) error {
-	seen, err := dialect.ScanBatch(ctx, q, p.upsert.SQL, p.upsert.BatchArgs(b.Rows, b.UpdateArgs), b.Rows,
+	seen, err := sqlbuild.ScanBatch(ctx, q, p.upsert.SQL, p.upsert.BatchArgs(b.Rows, b.UpdateArgs), b.Rows,
 		func(ord int) []any { return []any{&b.Created[ord]} })
 	if err != nil {
 		return err
 	}
-	if len(dialect.Missing(b.Rows, seen)) > 0 {
+	if len(sqlbuild.Missing(b.Rows, seen)) > 0 {
 		return errors.New("bulk upsert did not return every row")
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -36,35 +37,42 @@ func (pgDialect) Name() string { return "postgres" }
 // Quote quotes each dot-separated part of ident with double quotes.
 func (pgDialect) Quote(ident string) string { return quote(ident) }
 
-func quote(ident string) string { return dialect.QuoteWith(ident, '"') }
+func quote(ident string) string { return sqlbuild.QuoteWith(ident, '"') }
 
 // quoteColumn quotes a column or index name, whole.
-func quoteColumn(ident string) string { return dialect.QuotePart(ident, '"') }
+func quoteColumn(ident string) string { return sqlbuild.QuotePart(ident, '"') }
+
+// Detect asks the server for a setting only PostgreSQL has.
+func (pgDialect) Detect(ctx context.Context, q dialect.Querier) bool {
+	var v string
+	err := sqlbuild.QueryEach(ctx, q, `SELECT current_setting('server_version_num')`, nil, func(r dialect.Rows) error { return r.Scan(&v) })
+	return err == nil && v != ""
+}
 
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{Returning: true, UpsertReturning: true, OnConflict: true, Savepoints: true, MaxParams: 65535}
+	f := dialect.Features{MaxParams: 65535}
 	s := &dialect.Schema{Table: table}
 	var vnum int
-	if err := dialect.QueryEach(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
 		func(r dialect.Rows) error { return r.Scan(&vnum, &s.Version) }); err != nil {
 		return nil, f, err
 	}
 	if vnum < 120000 {
 		return nil, f, fmt.Errorf("PostgreSQL %s is too old: getorcreate needs 12", s.Version)
 	}
-	f.NullsNotDistinct = vnum >= 150000
+	nullsNotDistinct := vnum >= 150000
 	if strings.ContainsRune(table, 0) {
 		return nil, f, dialect.ErrNoTable
 	}
 	var oid *uint32
-	if err := dialect.QueryEach(ctx, q, `SELECT to_regclass($1)::oid`, []any{quote(table)},
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT to_regclass($1)::oid`, []any{quote(table)},
 		func(r dialect.Rows) error { return r.Scan(&oid) }); err != nil {
 		return nil, f, err
 	}
 	if oid == nil {
 		return nil, f, dialect.ErrNoTable
 	}
-	err := dialect.QueryEach(ctx, q, `
+	err := sqlbuild.QueryEach(ctx, q, `
 SELECT a.attname,
        -- The type without its modifier, for the casts of INSERT ... SELECT:
        -- a cast to varchar(n) would truncate where an insert fails, and
@@ -93,10 +101,10 @@ ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
 		return nil, f, err
 	}
 	nnd := "false"
-	if f.NullsNotDistinct {
+	if nullsNotDistinct {
 		nnd = "i.indnullsnotdistinct"
 	}
-	err = dialect.QueryEach(ctx, q, `
+	err = sqlbuild.QueryEach(ctx, q, `
 SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, i.indexprs IS NOT NULL,
        coalesce(con.condeferrable, false), `+nnd+`,
        coalesce((SELECT json_agg(a.attname ORDER BY k.ord)
@@ -122,25 +130,25 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 	if err != nil {
 		return nil, f, err
 	}
-	s.Triggers, err = dialect.QueryStrings(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`, *oid)
+	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`, *oid)
 	return s, f, err
 }
 
-func pgErr(err error) *pgconn.PgError {
-	var e *pgconn.PgError
+// sqlState is what a PostgreSQL driver's error reports: pgx's
+// *pgconn.PgError and lib/pq's *pq.Error both have it.
+type sqlState interface{ SQLState() string }
+
+func state(err error) string {
+	var e sqlState
 	if errors.As(err, &e) {
-		return e
+		return e.SQLState()
 	}
-	return nil
+	return ""
 }
 
-// Classify maps SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
-func (pgDialect) Classify(err error) dialect.Class {
-	e := pgErr(err)
-	if e == nil {
-		return dialect.ClassOther
-	}
-	switch e.Code {
+// class maps SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+func class(err error) dialect.Class {
+	switch state(err) {
 	case "23505":
 		return dialect.ClassUnique
 	case "40001":
@@ -157,38 +165,49 @@ func (pgDialect) Classify(err error) dialect.Class {
 		return dialect.ClassNotNull
 	case "21000":
 		return dialect.ClassCardinality
-	case "42P10":
-		return dialect.ClassNoArbiter
 	}
 	return dialect.ClassOther
 }
 
-func (pgDialect) Constraint(err error) string {
-	if e := pgErr(err); e != nil {
-		return e.ConstraintName
+// constraint names the violated constraint: the server's ErrorResponse
+// field 'n', which pgx keeps as PgError.ConstraintName and lib/pq behind
+// its Error.Get.
+func constraint(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.ConstraintName
+	}
+	var fields interface{ Get(byte) string }
+	if errors.As(err, &fields) {
+		return fields.Get('n')
 	}
 	return ""
 }
 
+var interpret = sqlbuild.Interpreter(class, constraint)
+
+// Interpret classifies a driver error by its SQLSTATE.
+func (pgDialect) Interpret(err error) error { return interpret(err) }
+
 func (pgDialect) CreateIndexDDL(table string, cols []string) string {
-	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quoteColumn(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quoteColumn, cols))
+	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quoteColumn(sqlbuild.IndexName(table, cols)), quote(table), sqlbuild.QuoteList(quoteColumn, cols))
 }
 
 // The alias of the target table in upserts, so that the stored row's
 // columns can be named whatever the table is called.
 const alias = `"t"`
 
-var syntax = dialect.Syntax{
+var syntax = sqlbuild.Syntax{
 	Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
 	Quote:       quoteColumn,
-	Existing:    func(b *dialect.Builder, col string) { b.WriteString(alias + "."); b.Ident(col) },
-	Proposed:    func(b *dialect.Builder, col string) { b.WriteString("EXCLUDED."); b.Ident(col) },
+	Existing:    func(b *sqlbuild.Builder, col string) { b.WriteString(alias + "."); b.Ident(col) },
+	Proposed:    func(b *sqlbuild.Builder, col string) { b.WriteString("EXCLUDED."); b.Ident(col) },
 	Greatest:    "GREATEST",
 	Least:       "LEAST",
 }
 
 type plan struct {
-	find, insert, upsert dialect.Stmt
+	find, insert, upsert sqlbuild.Stmt
 }
 
 // Compile builds:
@@ -206,17 +225,17 @@ type plan struct {
 // COMMITTED) sees it.
 func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
 	p := &plan{}
-	all := dialect.Seq(len(t.Columns))
+	all := sqlbuild.Seq(len(t.Columns))
 	table := quote(t.Name)
 
-	b := dialect.NewBuilder(&syntax, t)
+	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("SELECT ")
 	b.List("", t.Columns, all)
 	b.WriteString(" FROM " + table + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
 	p.find = b.Stmt()
 
-	b = dialect.NewBuilder(&syntax, t)
+	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + table + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
@@ -239,7 +258,7 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 	p.insert = b.Stmt()
 
 	if len(s.Updates) > 0 {
-		b = dialect.NewBuilder(&syntax, t)
+		b = sqlbuild.NewBuilder(&syntax, t)
 		b.WriteString("INSERT INTO " + table + " AS " + alias + " (")
 		b.List("", t.Columns, s.Insert)
 		b.WriteString(") VALUES (")
@@ -257,7 +276,18 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		b.WriteString(", " + alias + ".xmax = 0")
 		p.upsert = b.Stmt()
 	}
-	return p, nil
+	return sqlbuild.Classify(p, interpret), nil
+}
+
+func (p *plan) Statements() []dialect.Statement {
+	st := []dialect.Statement{
+		{Path: dialect.PathGet, Role: "find", SQL: p.find.SQL},
+		{Path: dialect.PathGet, Role: "guarded insert", SQL: p.insert.SQL},
+	}
+	if p.upsert.SQL != "" {
+		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+	}
+	return st
 }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
@@ -271,10 +301,15 @@ func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bo
 // the key exists, or a racing transaction has just committed it, and the
 // next find sees it.
 func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
-	read := c.LikelyExists
-	for range dialect.LostRaceTries {
+	read := c.ReadFirst
+	for i := range dialect.LostRaceTries {
 		if read {
 			if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+				// A find after a lookup that missed and an insert that
+				// returned nothing sees the row a racing transaction
+				// committed. (Inserting first, an empty insert may just
+				// mean the key was there.)
+				c.Raced = found && (i > 1 || i == 1 && c.ReadFirst)
 				return false, err
 			}
 		}
@@ -283,7 +318,7 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 			return created, err
 		}
 	}
-	return false, dialect.ErrLostRace
+	return false, dialect.LostRace()
 }
 
 // UpdateOrCreate is one statement: ON CONFLICT DO UPDATE either inserts or

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
 	msqlite "modernc.org/sqlite"
 )
 
@@ -38,10 +39,17 @@ func (sqliteDialect) Name() string { return "sqlite" }
 // Quote quotes each dot-separated part of ident with double quotes.
 func (sqliteDialect) Quote(ident string) string { return quote(ident) }
 
-func quote(ident string) string { return dialect.QuoteWith(ident, '"') }
+func quote(ident string) string { return sqlbuild.QuoteWith(ident, '"') }
 
 // quoteColumn quotes a column or index name, whole.
-func quoteColumn(ident string) string { return dialect.QuotePart(ident, '"') }
+func quoteColumn(ident string) string { return sqlbuild.QuotePart(ident, '"') }
+
+// Detect asks for the SQLite library's version, a function only SQLite has.
+func (sqliteDialect) Detect(ctx context.Context, q dialect.Querier) bool {
+	var v string
+	err := sqlbuild.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&v) })
+	return err == nil && v != ""
+}
 
 func splitName(table string) (schema, name string) {
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -51,10 +59,10 @@ func splitName(table string) (schema, name string) {
 }
 
 func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{OnConflict: true, Savepoints: true, MaxParams: 32766, PrepareOnce: true}
+	f := dialect.Features{MaxParams: 32766, PrepareOnce: true}
 	s := &dialect.Schema{Table: table}
 	schema, name := splitName(table)
-	if err := dialect.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
 		return nil, f, err
 	}
 	var maj, min int
@@ -62,10 +70,9 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	if maj < 3 || (maj == 3 && min < 35) {
 		return nil, f, fmt.Errorf("SQLite %s is too old: getorcreate needs 3.35 (RETURNING)", s.Version)
 	}
-	f.Returning, f.UpsertReturning = true, true
 	var pkCols []string
 	var pkType string
-	err := dialect.QueryEach(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
+	err := sqlbuild.QueryEach(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
 		[]any{name, schema}, func(r dialect.Rows) error {
 			var c dialect.Column
 			var notnull, hasDef bool
@@ -92,7 +99,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 		partial      bool
 	}
 	var idxs []idx
-	err = dialect.QueryEach(ctx, q, `SELECT name, origin, partial FROM pragma_index_list(?, ?) WHERE "unique" = 1`,
+	err = sqlbuild.QueryEach(ctx, q, `SELECT name, origin, partial FROM pragma_index_list(?, ?) WHERE "unique" = 1`,
 		[]any{name, schema}, func(r dialect.Rows) error {
 			var i idx
 			if err := r.Scan(&i.name, &i.origin, &i.partial); err != nil {
@@ -108,7 +115,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	for _, i := range idxs {
 		ix := dialect.Index{Name: i.name, Primary: i.origin == "pk", Partial: i.partial}
 		hasPKIndex = hasPKIndex || ix.Primary
-		err := dialect.QueryEach(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
+		err := sqlbuild.QueryEach(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
 			[]any{i.name, schema}, func(r dialect.Rows) error {
 				var col, coll *string
 				if err := r.Scan(&col, &coll); err != nil {
@@ -137,7 +144,7 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 			c.Identity, c.HasDefault = true, true
 		}
 	}
-	s.Triggers, err = dialect.QueryStrings(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`, name)
+	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`, name)
 	return s, f, err
 }
 
@@ -162,7 +169,7 @@ func code(err error) (int, bool) {
 	return 0, false
 }
 
-func (sqliteDialect) Classify(err error) dialect.Class {
+func class(err error) dialect.Class {
 	c, ok := code(err)
 	if !ok {
 		return dialect.ClassOther
@@ -184,9 +191,14 @@ func (sqliteDialect) Classify(err error) dialect.Class {
 	return dialect.ClassOther
 }
 
-// Constraint names the columns of the violated index, as SQLite reports
+var interpret = sqlbuild.Interpreter(class, constraint)
+
+// Interpret classifies a driver error by its extended result code.
+func (sqliteDialect) Interpret(err error) error { return interpret(err) }
+
+// constraint names the columns of the violated index, as SQLite reports
 // them ("tags.slug"); SQLite gives no index name.
-func (sqliteDialect) Constraint(err error) string {
+func constraint(err error) string {
 	if _, ok := code(err); !ok {
 		return ""
 	}
@@ -199,21 +211,21 @@ func (sqliteDialect) Constraint(err error) string {
 }
 
 func (sqliteDialect) CreateIndexDDL(table string, cols []string) string {
-	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quoteColumn(dialect.IndexName(table, cols)), quote(table), dialect.QuoteList(quoteColumn, cols))
+	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quoteColumn(sqlbuild.IndexName(table, cols)), quote(table), sqlbuild.QuoteList(quoteColumn, cols))
 }
 
-var syntax = dialect.Syntax{
+var syntax = sqlbuild.Syntax{
 	Placeholder: func(int) string { return "?" },
 	Quote:       quoteColumn,
-	Existing:    func(b *dialect.Builder, col string) { b.Ident(col) },
+	Existing:    func(b *sqlbuild.Builder, col string) { b.Ident(col) },
 	// The proposed row is the call's own value: the update is a plain UPDATE.
-	Proposed: func(b *dialect.Builder, col string) { b.Value(b.Pos(col)) },
+	Proposed: func(b *sqlbuild.Builder, col string) { b.Value(b.Pos(col)) },
 	Greatest: "max",
 	Least:    "min",
 }
 
 type plan struct {
-	find, insert, guarded, update dialect.Stmt
+	find, insert, guarded, update sqlbuild.Stmt
 }
 
 // Compile builds:
@@ -227,17 +239,21 @@ type plan struct {
 // UpdateOrCreate tries the UPDATE first (one statement for an existing key)
 // and inserts only when it touched nothing.
 func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
-	p := &plan{}
-	cols := func(b *dialect.Builder) { b.List("", t.Columns, dialect.Seq(len(t.Columns))) }
+	return sqlbuild.Classify(compile(t, s), interpret), nil
+}
 
-	b := dialect.NewBuilder(&syntax, t)
+func compile(t *dialect.Table, s *dialect.Shape) *plan {
+	p := &plan{}
+	cols := func(b *sqlbuild.Builder) { b.List("", t.Columns, sqlbuild.Seq(len(t.Columns))) }
+
+	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("SELECT ")
 	cols(b)
 	b.WriteString(" FROM " + quote(t.Name) + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
 	p.find = b.Stmt()
 
-	b = dialect.NewBuilder(&syntax, t)
+	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") VALUES (")
@@ -250,7 +266,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 
 	// The guarded insert inserts nothing when the key exists, so no insert
 	// trigger fires for an existing row.
-	b = dialect.NewBuilder(&syntax, t)
+	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
@@ -264,7 +280,7 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 	p.guarded = b.Stmt()
 
 	if len(s.Updates) > 0 {
-		b = dialect.NewBuilder(&syntax, t)
+		b = sqlbuild.NewBuilder(&syntax, t)
 		b.WriteString("UPDATE " + quote(t.Name) + " SET ")
 		b.Assignments(s.Updates, nil)
 		b.WriteString(" WHERE ")
@@ -273,14 +289,29 @@ func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 		cols(b)
 		p.update = b.Stmt()
 	}
-	return p, nil
+	return p
+}
+
+func (p *plan) Statements() []dialect.Statement {
+	st := []dialect.Statement{
+		{Path: dialect.PathGet, Role: "find", SQL: p.find.SQL},
+		{Path: dialect.PathGet, Role: "insert", SQL: p.insert.SQL},
+		{Path: dialect.PathGet, Role: "guarded insert, sent first when inserting first", SQL: p.guarded.SQL},
+	}
+	if p.update.SQL != "" {
+		st = append(st,
+			dialect.Statement{Path: dialect.PathUpdate, Role: "update", SQL: p.update.SQL},
+			dialect.Statement{Path: dialect.PathUpdate, Role: "insert, when the update found nothing", SQL: p.insert.SQL},
+			dialect.Statement{Path: dialect.PathUpdate, Role: "guarded insert, sent first when inserting first", SQL: p.guarded.SQL})
+	}
+	return st
 }
 
 // writeFirst: insert first when the table's calls mostly create, except in
 // a caller's transaction, where a write needs SQLite's one write lock (and
 // fails with SQLITE_BUSY_SNAPSHOT on a stale snapshot) while a read of an
 // existing key would not.
-func (p *plan) writeFirst(c *dialect.Call) bool { return !c.LikelyExists && !c.InTx }
+func (p *plan) writeFirst(c *dialect.Call) bool { return !c.ReadFirst && !c.InTx }
 
 func (p *plan) Find(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
 	return p.find.QueryOne(ctx, q, c, c.Dest...)
@@ -296,15 +327,16 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 			return created, err
 		}
 	}
-	for range dialect.LostRaceTries {
+	for i := range dialect.LostRaceTries {
 		if found, err := p.find.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			c.Raced = found && i > 0
 			return false, err
 		}
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}
 	}
-	return false, dialect.ErrLostRace
+	return false, dialect.LostRace()
 }
 
 // UpdateOrCreate: UPDATE ... RETURNING; on a miss, INSERT ... DO NOTHING
@@ -316,13 +348,14 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 			return created, err
 		}
 	}
-	for range dialect.LostRaceTries {
+	for i := range dialect.LostRaceTries {
 		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			c.Raced = found && i > 0
 			return false, err
 		}
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}
 	}
-	return false, dialect.ErrLostRace
+	return false, dialect.LostRace()
 }

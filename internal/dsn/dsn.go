@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -101,6 +102,29 @@ func Parse(s string) (Parsed, error) {
 	return Parsed{}, fmt.Errorf("%w %q: want sqlite:PATH, postgres://... or mysql://...", ErrBadDSN, s)
 }
 
+// ErrNoDatabase is returned by OpenExisting for a SQLite path where there
+// is no file.
+var ErrNoDatabase = errors.New("no database file")
+
+// OpenExisting is Open for tools that only read: a SQLite database must
+// already exist, and is opened read-only, with no pragma that writes (no
+// switch to WAL), so nothing on disk changes.
+func OpenExisting(ctx context.Context, s string) (*sql.DB, Parsed, error) {
+	p, err := Parse(s)
+	if err != nil || p.Kind != "sqlite" {
+		return Open(ctx, s)
+	}
+	path := strings.TrimPrefix(strings.TrimPrefix(s, "sqlite:"), "//")
+	if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+		return nil, p, fmt.Errorf("%w at %s", ErrNoDatabase, path)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", "busy_timeout(10000)")
+	p.DataSource = "file:" + path + "?" + q.Encode()
+	return open(ctx, p)
+}
+
 // Open opens and pings the database. The pool is sized for the database:
 // SQLite gets a small pool, since it has one writer at a time.
 func Open(ctx context.Context, s string) (*sql.DB, Parsed, error) {
@@ -108,6 +132,10 @@ func Open(ctx context.Context, s string) (*sql.DB, Parsed, error) {
 	if err != nil {
 		return nil, p, err
 	}
+	return open(ctx, p)
+}
+
+func open(ctx context.Context, p Parsed) (*sql.DB, Parsed, error) {
 	db, err := sql.Open(p.DriverName, p.DataSource)
 	if err != nil {
 		return nil, p, fmt.Errorf("opening %s: %w", p.Kind, err)

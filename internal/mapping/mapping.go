@@ -71,6 +71,18 @@ func (m *Mapping) walk(t reflect.Type, index []int, prefix string) error {
 	return nil
 }
 
+// ForColumns is a mapping of the named columns with no struct behind it:
+// enough to check a table and compile its statements, never to read or
+// scan values.
+func ForColumns(cols []string) *Mapping {
+	m := &Mapping{byCol: map[string]int{}}
+	for i, c := range cols {
+		m.byCol[c] = i
+		m.Fields = append(m.Fields, Field{Column: c, Name: c})
+	}
+	return m
+}
+
 // Lookup returns the position of the field mapped to column, or -1.
 func (m *Mapping) Lookup(column string) int {
 	if i, ok := m.byCol[column]; ok {

@@ -28,8 +28,8 @@ import (
 	"time"
 
 	"github.com/getorcreate/getorcreate"
-	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // Config is one load run. DSN, Clients, Duration, Keys and Rounds are

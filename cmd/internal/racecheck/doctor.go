@@ -2,7 +2,6 @@ package racecheck
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/dialect"
 )
 
@@ -52,27 +52,14 @@ func (d *Diagnosis) add(s Severity, topic, msg, fix string) {
 	d.Findings = append(d.Findings, Finding{Severity: s, Topic: topic, Message: msg, Fix: fix})
 }
 
-// querier adapts *sql.DB to dialect.Querier, for the dialects' Inspect.
-type querier struct{ db *sql.DB }
-
-func (q querier) Query(ctx context.Context, s string, args ...any) (dialect.Rows, error) {
-	r, err := q.db.QueryContext(ctx, s, args...)
-	if err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-func (q querier) Exec(ctx context.Context, s string, args ...any) (dialect.Result, error) {
-	return q.db.ExecContext(ctx, s, args...)
-}
-
 // Doctor inspects table on the database at dsnStr, read-only, and says
-// whether get-or-create on key is safe there: the unique index that must
-// cover exactly the key (with the DDL that adds it), nullable key columns,
+// whether get-or-create on key is safe there. The verdict on the unique
+// index is the library's own check (getorcreate.Check, which Open runs),
+// with the DDL that fixes it; the rest is advice: nullable key columns,
 // other unique indexes, the key's collation, the default isolation level,
-// the server's features, and triggers. A bad DSN, an unreachable server, a
-// missing table or key column is a *UsageError.
+// triggers, and the statements the library would send. A bad DSN, an
+// unreachable server, a missing table or key column is a *UsageError. A
+// SQLite path that does not exist is one too: Doctor never creates a file.
 func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis, error) {
 	if table == "" {
 		return nil, usagef("doctor needs --table")
@@ -80,17 +67,18 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 	if len(key) == 0 || slices.Contains(key, "") {
 		return nil, usagef("doctor needs --key col[,col...]")
 	}
-	x, err := openDatabase(ctx, dsnStr)
+	x, err := openDatabase(ctx, dsnStr, true)
 	if err != nil {
 		return nil, err
 	}
 	defer x.db.Close()
-	schema, feat, err := x.d.Inspect(ctx, querier{x.db}, table)
-	if errors.Is(err, dialect.ErrNoTable) {
-		return nil, usagef("table %s does not exist", table)
-	}
+	rep, err := getorcreate.Check(ctx, x.db, getorcreate.Config{Table: table, Key: key})
 	if err != nil {
-		return nil, fmt.Errorf("inspecting table %s: %w", table, err)
+		return nil, fmt.Errorf("checking table %s: %w", table, err)
+	}
+	schema := rep.Schema
+	if schema == nil {
+		return nil, usagef("table %s does not exist", table)
 	}
 	diag := &Diagnosis{DB: x.name, Version: schema.Version, Table: table, Key: key}
 	var cols []*dialect.Column
@@ -105,16 +93,39 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 		}
 		cols = append(cols, c)
 	}
-	arbiter := diagnoseUnique(ctx, x, schema, diag)
-	diagnoseNulls(x, schema, cols, arbiter, diag)
+	var arbiter *dialect.Index
+	switch p := rep.Problem; {
+	case p == nil:
+		for i := range schema.Unique {
+			if schema.Unique[i].Name == rep.Arbiter {
+				arbiter = &schema.Unique[i]
+			}
+		}
+		what := "UNIQUE index"
+		if arbiter != nil && arbiter.Primary {
+			what = "PRIMARY KEY"
+		}
+		diag.add(OK, "unique", fmt.Sprintf("%s %s covers exactly (%s): the database keeps one row per key, whatever the concurrency", what, rep.Arbiter, strings.Join(key, ", ")), "")
+	case errors.Is(p, getorcreate.ErrNoUniqueIndex):
+		fix := p.Fix
+		if n, err := existingDuplicates(ctx, x, table, key); err == nil && n > 0 {
+			fix = fmt.Sprintf("%d key(s) already have several rows; merge or delete them first, then: %s", n, fix)
+		}
+		diag.add(Unsafe, "unique", p.Problem+"; getorcreate.Open refuses the table", fix)
+	default:
+		diag.add(Unsafe, "schema", p.Problem+"; getorcreate.Open refuses the table", p.Fix)
+	}
+	mod := newColumnFixes(x, table)
+	diagnoseNulls(x, schema, cols, arbiter, diag, mod)
 	diagnoseOtherUnique(x, schema, arbiter, diag)
-	if err := diagnoseCollation(ctx, x, cols, diag); err != nil {
+	if err := diagnoseCollation(ctx, x, cols, diag, mod); err != nil {
 		return nil, err
 	}
+	mod.apply(diag)
 	if err := diagnoseIsolation(ctx, x, diag); err != nil {
 		return nil, err
 	}
-	diagnoseServer(x, schema, feat, diag)
+	diagnoseStatements(x, schema, rep.Statements, diag)
 	if len(schema.Triggers) > 0 {
 		diag.add(Warn, "triggers", fmt.Sprintf("table has triggers (%s). An upsert fires insert triggers on its insert attempt: on PostgreSQL BEFORE INSERT triggers run even when ON CONFLICT then updates or does nothing, on MySQL/MariaDB BEFORE INSERT runs before the duplicate is found. A trigger that counts or logs inserts will count attempts, not rows.",
 			strings.Join(schema.Triggers, ", ")), "make insert triggers idempotent, or move their work to AFTER INSERT")
@@ -122,47 +133,6 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 		diag.add(OK, "triggers", "no triggers on the table", "")
 	}
 	return diag, nil
-}
-
-// diagnoseUnique finds the index that makes get-or-create safe: a PRIMARY
-// KEY or UNIQUE index, not partial, not deferrable, on exactly the key's
-// columns. It returns it, or nil after an Unsafe finding.
-func diagnoseUnique(ctx context.Context, x *database, s *dialect.Schema, diag *Diagnosis) *dialect.Index {
-	key := diag.Key
-	var notes []string
-	for i := range s.Unique {
-		ix := &s.Unique[i]
-		same := sameColumns(ix.Columns, key)
-		switch {
-		case same && !ix.Partial && !ix.Deferrable && !ix.Expression:
-			what := "UNIQUE index"
-			if ix.Primary {
-				what = "PRIMARY KEY"
-			}
-			diag.add(OK, "unique", fmt.Sprintf("%s %s covers exactly (%s): the database keeps one row per key, whatever the concurrency", what, ix.Name, strings.Join(key, ", ")), "")
-			return ix
-		case same && ix.Partial:
-			notes = append(notes, fmt.Sprintf("%s is partial (WHERE ...): it does not cover rows outside its predicate, and ON CONFLICT infers it only with the same predicate", ix.Name))
-		case same && ix.Deferrable:
-			notes = append(notes, fmt.Sprintf("%s is DEFERRABLE: checked at commit, so it cannot arbitrate ON CONFLICT", ix.Name))
-		case ix.Expression:
-			notes = append(notes, fmt.Sprintf("%s is on expressions (or a column prefix), not the plain key columns", ix.Name))
-		case len(ix.Columns) > 0 && isSubset(key, ix.Columns):
-			notes = append(notes, fmt.Sprintf("%s (%s) has more columns than the key, so two rows with the same key can differ elsewhere", ix.Name, strings.Join(ix.Columns, ", ")))
-		case len(ix.Columns) > 0 && isSubset(ix.Columns, key):
-			notes = append(notes, fmt.Sprintf("%s (%s) covers only part of the key: stricter than the key, so get-or-create would conflict on it", ix.Name, strings.Join(ix.Columns, ", ")))
-		}
-	}
-	msg := fmt.Sprintf("no PRIMARY KEY or UNIQUE index covers exactly (%s): concurrent get-or-create can insert duplicate rows, and getorcreate.Open refuses the table", strings.Join(key, ", "))
-	if len(notes) > 0 {
-		msg += "; near misses: " + strings.Join(notes, "; ")
-	}
-	fix := x.d.CreateIndexDDL(s.Table, key) + ";"
-	if n, err := existingDuplicates(ctx, x, s.Table, key); err == nil && n > 0 {
-		fix = fmt.Sprintf("%d key(s) already have several rows; merge or delete them first, then: %s", n, fix)
-	}
-	diag.add(Unsafe, "unique", msg, fix)
-	return nil
 }
 
 // existingDuplicates counts the keys that already have more than one row:
@@ -178,7 +148,7 @@ func existingDuplicates(ctx context.Context, x *database, table string, key []st
 	return n, err
 }
 
-func diagnoseNulls(x *database, s *dialect.Schema, cols []*dialect.Column, arbiter *dialect.Index, diag *Diagnosis) {
+func diagnoseNulls(x *database, s *dialect.Schema, cols []*dialect.Column, arbiter *dialect.Index, diag *Diagnosis, mod *columnFixes) {
 	nullable := false
 	for _, c := range cols {
 		if !c.Nullable {
@@ -190,6 +160,9 @@ func diagnoseNulls(x *database, s *dialect.Schema, cols []*dialect.Column, arbit
 			continue
 		}
 		fix := notNullDDL(x, s.Table, c)
+		if x.kind == "mysql" {
+			fix = mod.notNull(c, len(diag.Findings))
+		}
 		if x.kind == "postgres" {
 			fix += fmt.Sprintf(" -- or, on PostgreSQL 15+, make the unique index NULLS NOT DISTINCT: CREATE UNIQUE INDEX ... ON %s (%s) NULLS NOT DISTINCT", x.d.Quote(s.Table), strings.Join(quoteAll(x.d, diag.Key), ", "))
 		}
@@ -216,11 +189,8 @@ func generatedOnly(s *dialect.Schema, ix dialect.Index) bool {
 }
 
 func notNullDDL(x *database, table string, c *dialect.Column) string {
-	switch x.kind {
-	case "postgres":
+	if x.kind == "postgres" {
 		return fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL;", x.d.Quote(table), x.d.Quote(c.Name))
-	case "mysql":
-		return fmt.Sprintf("ALTER TABLE %s MODIFY %s %s NOT NULL;", x.d.Quote(table), x.d.Quote(c.Name), c.Type)
 	}
 	return fmt.Sprintf("SQLite cannot add NOT NULL to a column: rebuild %s with %s NOT NULL (https://sqlite.org/lang_altertable.html#otheralter)", table, c.Name)
 }
@@ -253,7 +223,7 @@ var identRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]+$`)
 // equality, not Go's ==. Probing works on every version, where catalogs
 // differ (MariaDB 10.11's information_schema.COLLATIONS has no
 // PAD_ATTRIBUTE column, for one).
-func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column, diag *Diagnosis) error {
+func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column, diag *Diagnosis, mod *columnFixes) error {
 	for _, c := range cols {
 		if !isText(c) {
 			continue
@@ -300,19 +270,14 @@ func diagnoseCollation(ctx context.Context, x *database, cols []*dialect.Column,
 			continue
 		}
 		fix := "normalize keys the same way before using them as Go map or cache keys, or give the column a binary collation"
-		switch x.kind {
-		case "mysql":
-			null := " NOT NULL"
-			if c.Nullable {
-				null = ""
-			}
+		if x.kind == "mysql" {
 			// Binary and NO PAD: bytes decide, trailing spaces count
 			// (MariaDB's utf8mb4_bin is still PAD SPACE).
 			bin := "utf8mb4_0900_bin"
 			if x.name == "mariadb" {
 				bin = "utf8mb4_nopad_bin"
 			}
-			fix = fmt.Sprintf("ALTER TABLE %s MODIFY %s %s CHARACTER SET utf8mb4 COLLATE %s%s; -- or normalize keys the same way before using them as Go map or cache keys", x.d.Quote(diag.Table), x.d.Quote(c.Name), c.Type, bin, null)
+			fix = mod.collate(c, bin, len(diag.Findings))
 		}
 		diag.add(Warn, "collation", fmt.Sprintf("key column %s, collation %s: %s. These are one key to the database: get-or-create returns the stored spelling, and a cache or map keyed by the raw Go string disagrees with it", c.Name, coll, strings.Join(same, ", ")), fix)
 	}
@@ -406,34 +371,19 @@ func longIso(s string) string {
 	return s
 }
 
-func diagnoseServer(x *database, s *dialect.Schema, f dialect.Features, diag *Diagnosis) {
-	yes := func(b bool) string {
-		if b {
-			return "yes"
-		}
-		return "no"
+// diagnoseStatements shows what getorcreate would send, as the dialect
+// compiled it for this table (every column mapped).
+func diagnoseStatements(x *database, s *dialect.Schema, st []getorcreate.Statement, diag *Diagnosis) {
+	if len(st) == 0 {
+		diag.add(Info, "statements", fmt.Sprintf("%s %s; getorcreate.Open refuses the table as it is, so it would send nothing", x.name, s.Version), "")
+		return
 	}
-	uses := map[string]string{
-		"postgres": "a fused SELECT + INSERT ... ON CONFLICT DO NOTHING RETURNING for get-or-create (and a fresh SELECT when it loses the race), INSERT ... ON CONFLICT DO UPDATE ... RETURNING for update-or-create",
-		"sqlite":   "INSERT ... ON CONFLICT ... RETURNING",
-		"mysql":    "INSERT (RETURNING on MariaDB) and, after a duplicate, a locking read (LOCK IN SHARE MODE) that sees the winner whatever the snapshot; INSERT ... ON DUPLICATE KEY UPDATE for update-or-create",
-	}[x.kind]
-	diag.add(Info, "server", fmt.Sprintf("%s %s: RETURNING %s, upsert RETURNING %s, ON CONFLICT %s, NULLS NOT DISTINCT %s; getorcreate uses %s",
-		x.name, s.Version, yes(f.Returning), yes(f.UpsertReturning), yes(f.OnConflict), yes(f.NullsNotDistinct), uses), "")
-}
-
-func sameColumns(a, b []string) bool {
-	return len(a) == len(b) && isSubset(a, b)
-}
-
-// isSubset reports whether every element of a is in b.
-func isSubset(a, b []string) bool {
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			return false
-		}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s; getorcreate would send, for a row that maps every column:", x.name, s.Version)
+	for _, st := range st {
+		fmt.Fprintf(&b, "\n    %s, %s: %s", st.Path, st.Role, st.SQL)
 	}
-	return len(a) > 0
+	diag.add(Info, "statements", b.String(), "")
 }
 
 func quoteAll(d dialect.Dialect, names []string) []string {
@@ -469,4 +419,85 @@ func WriteDiagnosis(w io.Writer, d *Diagnosis) error {
 // WriteDiagnosisJSON writes the diagnosis as one JSON object.
 func WriteDiagnosisJSON(w io.Writer, d *Diagnosis) error {
 	return json.NewEncoder(w).Encode(d)
+}
+
+// columnFixes gathers what doctor would change in each key column on
+// MySQL/MariaDB, so that it prints one statement per column: MODIFY
+// restates the whole column, and two separate ones undo each other (a
+// NOT NULL fix, then a collation fix without NOT NULL, leaves the column
+// nullable again).
+type columnFixes struct {
+	x     *database
+	table string
+	fixes []*columnFix
+}
+
+type columnFix struct {
+	c         *dialect.Column
+	collation string // the collation to give it; "" keeps the current one
+	notNull   bool
+	findings  []int // the findings whose Fix is this statement
+	note      string
+}
+
+func newColumnFixes(x *database, table string) *columnFixes { return &columnFixes{x: x, table: table} }
+
+func (m *columnFixes) get(c *dialect.Column) *columnFix {
+	for _, f := range m.fixes {
+		if f.c.Name == c.Name {
+			return f
+		}
+	}
+	f := &columnFix{c: c}
+	m.fixes = append(m.fixes, f)
+	return f
+}
+
+// notNull asks for NOT NULL on c, for the finding about to be added at
+// index idx; apply fills in its fix.
+func (m *columnFixes) notNull(c *dialect.Column, idx int) string {
+	f := m.get(c)
+	f.notNull = true
+	f.findings = append(f.findings, idx)
+	return ""
+}
+
+// collate asks for collation coll on c, for the finding at index idx.
+func (m *columnFixes) collate(c *dialect.Column, coll string, idx int) string {
+	f := m.get(c)
+	f.collation = coll
+	f.note = " -- or normalize keys the same way before using them as Go map or cache keys"
+	f.findings = append(f.findings, idx)
+	return ""
+}
+
+// apply writes each column's one statement into every finding that asked
+// for a change to it. A key column stays NOT NULL whatever else changes:
+// MySQL's unique indexes treat NULLs as distinct, so a NULL key is never
+// one key.
+func (m *columnFixes) apply(diag *Diagnosis) {
+	for _, f := range m.fixes {
+		coll := f.collation
+		if coll == "" {
+			coll = f.c.Collation
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "ALTER TABLE %s MODIFY %s %s", m.x.d.Quote(m.table), m.x.d.Quote(f.c.Name), f.c.Type)
+		if coll != "" {
+			cs, _, _ := strings.Cut(coll, "_")
+			fmt.Fprintf(&b, " CHARACTER SET %s COLLATE %s", cs, coll)
+		}
+		if f.notNull || !f.c.Nullable {
+			b.WriteString(" NOT NULL")
+		}
+		b.WriteString(";")
+		if f.c.HasDefault {
+			b.WriteString(" -- restate the column's DEFAULT in it, which MODIFY would drop")
+		}
+		for _, i := range f.findings {
+			if i < len(diag.Findings) {
+				diag.Findings[i].Fix = b.String() + f.note
+			}
+		}
+	}
 }

@@ -3,6 +3,8 @@ package racecheck
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -115,6 +117,76 @@ func TestDoctorBadInput(t *testing.T) {
 		}
 		if !d.Safe() {
 			t.Errorf("the tags table is safe, got %+v", d.Findings)
+		}
+	})
+}
+
+// TestDoctorMariaDBFixesCombine: a nullable key column with a
+// case-insensitive collation gets one MODIFY for both findings, and that
+// statement leaves the column NOT NULL with the binary collation, however
+// many times it is applied.
+func TestDoctorMariaDBFixesCombine(t *testing.T) {
+	testdb.EachOf(t, []string{"mysql"}, func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		table := db.Create(t, map[string]string{"mysql": `CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NULL UNIQUE) ENGINE=InnoDB`})
+		d, err := Doctor(ctx, db.DSN, table, []string{"name"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nulls, coll := finding(d, "nulls"), finding(d, "collation")
+		if nulls.Severity != Warn || coll.Severity != Warn {
+			t.Fatalf("want warnings on nulls and collation, got %+v and %+v", nulls, coll)
+		}
+		ddl, _, _ := strings.Cut(nulls.Fix, ";")
+		if c, _, _ := strings.Cut(coll.Fix, ";"); c != ddl || !strings.Contains(ddl, "NOT NULL") || !strings.Contains(ddl, "nopad_bin") {
+			t.Fatalf("want one combined MODIFY, got %q and %q", nulls.Fix, coll.Fix)
+		}
+		for range 2 { // in either order, or twice, the same statement
+			db.Exec(t, ddl)
+		}
+		var nullable, collation string
+		if err := db.SQL.QueryRow(`SELECT IS_NULLABLE, COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'name'`, table).Scan(&nullable, &collation); err != nil {
+			t.Fatal(err)
+		}
+		if nullable != "NO" || collation != "utf8mb4_nopad_bin" {
+			t.Fatalf("after %q: nullable %s, collation %s", ddl, nullable, collation)
+		}
+		d, err = Doctor(ctx, db.DSN, table, []string{"name"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if finding(d, "nulls").Severity != OK || finding(d, "collation").Severity != OK {
+			t.Errorf("after the fix: %+v", d.Findings)
+		}
+	})
+}
+
+// TestDoctorNeverCreatesAFile: doctor is read-only, and a SQLite path with
+// no database behind it is a usage error, not a new empty file.
+func TestDoctorNeverCreatesAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.db")
+	_, err := Doctor(context.Background(), "sqlite:"+path, "tags", []string{"name"})
+	if !IsUsage(err) || !strings.Contains(err.Error(), "no database file") {
+		t.Errorf("Doctor on a missing file: %v, want a usage error", err)
+	}
+	if _, serr := os.Stat(path); !os.IsNotExist(serr) {
+		t.Errorf("doctor created %s (stat: %v)", path, serr)
+	}
+}
+
+// TestDoctorStatements: doctor prints the statements the library's own
+// plan holds for the table, not a description of them.
+func TestDoctorStatements(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		table := db.Create(t, testdb.TagsDDL)
+		d, err := Doctor(context.Background(), db.DSN, table, []string{"name"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := finding(d, "statements")
+		want := map[string]string{"postgres": "WHERE NOT EXISTS", "mysql": "LOCK IN SHARE MODE", "sqlite": "ON CONFLICT"}[db.Kind]
+		if st.Severity != Info || !strings.Contains(st.Message, "INSERT INTO") || !strings.Contains(st.Message, want) || !strings.Contains(st.Message, "update-or-create") {
+			t.Errorf("statements finding: %+v", st)
 		}
 	})
 }

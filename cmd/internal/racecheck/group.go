@@ -82,9 +82,9 @@ type local struct {
 // worker, so that the first round does not measure connection setup, and
 // the getorcreate table handle.
 func openEnv(ctx context.Context, db *sql.DB, kind string, sr strategyRun) (*env, error) {
-	d, err := dialect.ForDriver(db.Driver())
-	if err != nil {
-		return nil, err
+	d, ok := dialect.ForDriver(db.Driver())
+	if !ok {
+		return nil, fmt.Errorf("no getorcreate dialect for driver %T", db.Driver())
 	}
 	iso, err := isolationLevel(sr.Isolation)
 	if err != nil {
@@ -162,7 +162,7 @@ func (l *local) do(ctx context.Context, st *stats, key string, incr bool) {
 	st.Attempted++
 	st.Retries += int64(retries)
 	if err != nil {
-		k := errorKind(l.e.d, err)
+		k := errorKind(err)
 		st.Errors[k]++
 		if _, ok := st.Samples[k]; !ok {
 			st.Samples[k] = oneLine(err.Error())

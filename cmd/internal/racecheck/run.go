@@ -95,10 +95,15 @@ type database struct {
 }
 
 // openDatabase opens and pings dsnStr; a bad DSN or a server that does not
-// answer is a UsageError.
-func openDatabase(ctx context.Context, dsnStr string) (*database, error) {
-	db, p, err := dsn.Open(ctx, dsnStr)
-	if errors.Is(err, dsn.ErrBadDSN) {
+// answer is a UsageError. With existing, a SQLite database must exist and
+// is opened read-only.
+func openDatabase(ctx context.Context, dsnStr string, existing bool) (*database, error) {
+	open := dsn.Open
+	if existing {
+		open = dsn.OpenExisting
+	}
+	db, p, err := open(ctx, dsnStr)
+	if errors.Is(err, dsn.ErrBadDSN) || errors.Is(err, dsn.ErrNoDatabase) {
 		return nil, usagef("%v", err)
 	}
 	if err != nil {
@@ -107,10 +112,10 @@ func openDatabase(ctx context.Context, dsnStr string) (*database, error) {
 		}
 		return nil, usagef("cannot reach the database: %s", oneLine(err.Error()))
 	}
-	d, err := dialect.ForDriver(db.Driver())
-	if err != nil {
+	d, ok := dialect.ForDriver(db.Driver())
+	if !ok {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("no getorcreate dialect for driver %T", db.Driver())
 	}
 	x := &database{db: db, kind: p.Kind, name: p.Kind, d: d}
 	var q string
@@ -255,7 +260,7 @@ func Run(ctx context.Context, cfg Config) (reports []Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	x, err := openDatabase(ctx, cfg.DSN)
+	x, err := openDatabase(ctx, cfg.DSN, false)
 	if err != nil {
 		return nil, err
 	}

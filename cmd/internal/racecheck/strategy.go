@@ -216,7 +216,7 @@ func (e *env) insertCatch(ctx context.Context, h handle, inTx bool, key string, 
 		if err == nil {
 			return true, nil
 		}
-		if e.d.Classify(err) != dialect.ClassUnique {
+		if getorcreate.Kind(err) != getorcreate.ErrConflict {
 			return false, err
 		}
 		found, _, ferr := e.find(ctx, h, key)
@@ -324,25 +324,20 @@ func (e *env) getorcreate(ctx context.Context, key string, incr bool) (bool, int
 
 // errorKind names the kind of an error that reached the caller, as reports
 // count them.
-func errorKind(d dialect.Dialect, err error) string {
-	switch {
-	case errors.Is(err, errNotFoundAfterDuplicate):
+// The kind comes from the library, which classifies the drivers' own errors
+// too.
+func errorKind(err error) string {
+	if errors.Is(err, errNotFoundAfterDuplicate) {
 		return "not-found-after-duplicate"
-	case errors.Is(err, getorcreate.ErrDeadlock):
-		return "deadlock"
-	case errors.Is(err, getorcreate.ErrSerialization):
-		return "serialization"
-	case errors.Is(err, getorcreate.ErrBusy):
-		return "busy"
 	}
-	switch d.Classify(err) {
-	case dialect.ClassUnique:
+	switch getorcreate.Kind(err) {
+	case getorcreate.ErrConflict:
 		return "duplicate-key"
-	case dialect.ClassDeadlock:
+	case getorcreate.ErrDeadlock:
 		return "deadlock"
-	case dialect.ClassSerialization:
+	case getorcreate.ErrSerialization:
 		return "serialization"
-	case dialect.ClassBusy:
+	case getorcreate.ErrBusy:
 		return "busy"
 	}
 	return "other"

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getorcreate/getorcreate/internal/testdb"
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
+	"github.com/getorcreate/getorcreate/internal/testdb"
 )
 
 // TestAPI drives the JSON API over HTTP on every database: the happy paths,

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/internal/testdb"
-	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 )
 
 // prefix returns fresh table-name prefix, so tests share databases safely.

@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getorcreate/getorcreate/internal/testdb"
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
+	"github.com/getorcreate/getorcreate/internal/testdb"
 )
 
 // The test binary doubles as a tagd process: re-executed with

@@ -1,7 +1,8 @@
-package dialect
+package sqlbuild
 
 import (
 	"context"
+	"github.com/getorcreate/getorcreate/dialect"
 	"strings"
 	"sync"
 )
@@ -41,7 +42,7 @@ func quotePart(b *strings.Builder, part string, q byte) {
 }
 
 // QueryEach runs a query and calls fn for each row.
-func QueryEach(ctx context.Context, q Querier, sql string, args []any, fn func(Rows) error) error {
+func QueryEach(ctx context.Context, q dialect.Querier, sql string, args []any, fn func(dialect.Rows) error) error {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return err
@@ -56,9 +57,9 @@ func QueryEach(ctx context.Context, q Querier, sql string, args []any, fn func(R
 }
 
 // QueryStrings runs a query of one text column and returns its values.
-func QueryStrings(ctx context.Context, q Querier, sql string, args ...any) ([]string, error) {
+func QueryStrings(ctx context.Context, q dialect.Querier, sql string, args ...any) ([]string, error) {
 	var out []string
-	err := QueryEach(ctx, q, sql, args, func(r Rows) error {
+	err := QueryEach(ctx, q, sql, args, func(r dialect.Rows) error {
 		var v string
 		err := r.Scan(&v)
 		out = append(out, v)

@@ -1,34 +1,12 @@
-package dialect
+package sqlbuild
 
 import (
 	"context"
 	"fmt"
+	"github.com/getorcreate/getorcreate/dialect"
 	"reflect"
 	"strings"
 )
-
-// ExprOp is the kind of an update expression node.
-type ExprOp int
-
-// The update expression nodes.
-const (
-	OpArg      ExprOp = iota // a bound value: Call.UpdateArgs[Arg]
-	OpExisting               // the stored row's column
-	OpProposed               // the proposed (create) row's column
-	OpAdd                    // Args[0] + Args[1]
-	OpGreatest               // the greater of Args[0], Args[1]
-	OpLeast                  // the lesser of Args[0], Args[1]
-	OpRaw                    // SQL with one ? per Args element
-)
-
-// Expr is an update expression, evaluated by the database.
-type Expr struct {
-	Op   ExprOp
-	Col  string
-	Arg  int
-	SQL  string
-	Args []Expr
-}
 
 // ArgKind says where a bound value of a compiled statement comes from.
 type ArgKind uint8
@@ -37,6 +15,7 @@ type ArgKind uint8
 const (
 	ArgValue  ArgKind = iota // Call.Values[Index]
 	ArgUpdate                // Call.UpdateArgs[Index]
+	ArgCount                 // the number of real rows of a padded batch statement
 )
 
 // ArgRef is one bound value of a compiled statement.
@@ -60,12 +39,12 @@ type Syntax struct {
 type Builder struct {
 	strings.Builder
 	Syn   *Syntax
-	Table *Table
+	Table *dialect.Table
 	Refs  []ArgRef
 }
 
 // NewBuilder starts a statement on table t.
-func NewBuilder(syn *Syntax, t *Table) *Builder { return &Builder{Syn: syn, Table: t} }
+func NewBuilder(syn *Syntax, t *dialect.Table) *Builder { return &Builder{Syn: syn, Table: t} }
 
 // Pos returns the position of column col in Table.Columns, or -1.
 func (b *Builder) Pos(col string) int {
@@ -79,7 +58,7 @@ func (b *Builder) Pos(col string) int {
 
 // Assignments writes "col = expr, ..." for the shape's updates; guard, when
 // not "", wraps each expression as IF(guard, expr, col) (MySQL).
-func (b *Builder) Assignments(ups []Assignment, guard func(b *Builder)) {
+func (b *Builder) Assignments(ups []dialect.Assignment, guard func(b *Builder)) {
 	for i, a := range ups {
 		if i > 0 {
 			b.WriteString(", ")
@@ -149,22 +128,22 @@ func (b *Builder) KeyMatch(prefix string, nulls uint64) {
 }
 
 // Expr writes an update expression.
-func (b *Builder) Expr(e Expr) {
+func (b *Builder) Expr(e dialect.Expr) {
 	switch e.Op {
-	case OpArg:
+	case dialect.OpArg:
 		b.UpdateArg(e.Arg)
-	case OpExisting:
+	case dialect.OpExisting:
 		b.Syn.Existing(b, e.Col)
-	case OpProposed:
+	case dialect.OpProposed:
 		b.Syn.Proposed(b, e.Col)
-	case OpAdd:
+	case dialect.OpAdd:
 		b.WriteString("(")
 		b.Expr(e.Args[0])
 		b.WriteString(" + ")
 		b.Expr(e.Args[1])
 		b.WriteString(")")
-	case OpGreatest, OpLeast:
-		if e.Op == OpGreatest {
+	case dialect.OpGreatest, dialect.OpLeast:
+		if e.Op == dialect.OpGreatest {
 			b.WriteString(b.Syn.Greatest)
 		} else {
 			b.WriteString(b.Syn.Least)
@@ -174,7 +153,7 @@ func (b *Builder) Expr(e Expr) {
 		b.WriteString(", ")
 		b.Expr(e.Args[1])
 		b.WriteString(")")
-	case OpRaw:
+	case dialect.OpRaw:
 		b.WriteString("(")
 		n := 0
 		for _, part := range strings.SplitAfter(e.SQL, "?") {
@@ -200,7 +179,7 @@ type Stmt struct {
 func (b *Builder) Stmt() Stmt { return Stmt{SQL: b.String(), Refs: b.Refs} }
 
 // Args binds the statement's values for one call.
-func (s *Stmt) Args(c *Call) []any {
+func (s *Stmt) Args(c *dialect.Call) []any {
 	args := make([]any, len(s.Refs))
 	for i, r := range s.Refs {
 		if r.Kind == ArgValue {
@@ -214,7 +193,7 @@ func (s *Stmt) Args(c *Call) []any {
 
 // QueryOne runs the statement and scans its first row into dest, reading
 // and closing the rest. It reports whether there was a row.
-func (s *Stmt) QueryOne(ctx context.Context, q Querier, c *Call, dest ...any) (bool, error) {
+func (s *Stmt) QueryOne(ctx context.Context, q dialect.Querier, c *dialect.Call, dest ...any) (bool, error) {
 	rows, err := q.Query(ctx, s.SQL, s.Args(c)...)
 	if err != nil {
 		return false, err
@@ -224,7 +203,7 @@ func (s *Stmt) QueryOne(ctx context.Context, q Querier, c *Call, dest ...any) (b
 
 // ScanOne scans the first row into dest and closes rows. It reports whether
 // there was a row.
-func ScanOne(rows Rows, dest ...any) (bool, error) {
+func ScanOne(rows dialect.Rows, dest ...any) (bool, error) {
 	found := false
 	var err error
 	if rows.Next() {
@@ -277,16 +256,35 @@ func (b *Builder) RowValue(j, pos int) {
 
 // BatchArgs binds a batch statement's values: row values from rows[Ref.Row],
 // update arguments from updateArgs.
-func (s *Stmt) BatchArgs(rows []*Call, updateArgs []any) []any {
+//
+// A statement built for more rows than there are (a padded one, see
+// Builder.Count) binds row 0's values for the missing rows: they have the
+// right types, and the statement's count filter leaves them out.
+func (s *Stmt) BatchArgs(rows []*dialect.Call, updateArgs []any) []any {
 	args := make([]any, len(s.Refs))
 	for i, r := range s.Refs {
-		if r.Kind == ArgValue {
-			args[i] = rows[r.Row].Values[r.Index]
-		} else {
+		switch r.Kind {
+		case ArgValue:
+			row := rows[0]
+			if r.Row < len(rows) {
+				row = rows[r.Row]
+			}
+			args[i] = row.Values[r.Index]
+		case ArgUpdate:
 			args[i] = updateArgs[r.Index]
+		case ArgCount:
+			args[i] = int64(len(rows))
 		}
 	}
 	return args
+}
+
+// Count writes a placeholder bound to the number of real rows of a batch
+// statement, for the filter (ord < count) that lets one statement, built
+// for a size class, serve every batch up to that size.
+func (b *Builder) Count() {
+	b.Refs = append(b.Refs, ArgRef{Kind: ArgCount})
+	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
 }
 
 // ScanBatch runs a statement whose rows start with an ordinal (the row's
@@ -294,7 +292,7 @@ func (s *Stmt) BatchArgs(rows []*Call, updateArgs []any) []any {
 // element of extra(ord). Each result is scanned into scratch values of the
 // destinations' types and copied to the row it belongs to. It reports which
 // rows came back.
-func ScanBatch(ctx context.Context, q Querier, sql string, args []any, rows []*Call, extra func(ord int) []any) ([]bool, error) {
+func ScanBatch(ctx context.Context, q dialect.Querier, sql string, args []any, rows []*dialect.Call, extra func(ord int) []any) ([]bool, error) {
 	rs, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
@@ -336,7 +334,7 @@ func ScanBatch(ctx context.Context, q Querier, sql string, args []any, rows []*C
 // SameStoredKey reports whether two scanned rows carry identical key values:
 // the same stored row gives the same bytes, so this never merges rows that
 // the database holds apart.
-func SameStoredKey(t *Table, a, b *Call) bool {
+func SameStoredKey(t *dialect.Table, a, b *dialect.Call) bool {
 	for _, p := range t.Key {
 		if !reflect.DeepEqual(reflect.ValueOf(a.Dest[p]).Elem().Interface(), reflect.ValueOf(b.Dest[p]).Elem().Interface()) {
 			return false
@@ -346,7 +344,7 @@ func SameStoredKey(t *Table, a, b *Call) bool {
 }
 
 // Missing returns the rows not seen.
-func Missing(rows []*Call, seen []bool) (idx []int) {
+func Missing(rows []*dialect.Call, seen []bool) (idx []int) {
 	for i := range rows {
 		if !seen[i] {
 			idx = append(idx, i)

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/internal/mapping"
@@ -52,6 +53,21 @@ func (t *Table[T]) UpdateOrCreateManyTx(ctx context.Context, tx Querier, rows []
 	return t.many(ctx, adapt(tx), rows, updates, true)
 }
 
+// bulkCall is one bulk call in preparation: the inputs' values, their
+// distinct keys in write order, and what came back.
+type bulkCall struct {
+	op         string
+	update     bool
+	calls      []*dialect.Call
+	keys       []string
+	first      map[string]int // the first input of each key
+	order      []int          // the first input of each distinct key, sorted by key
+	omit       uint64         // defaultable columns zero in every input
+	ups        []Update
+	updateArgs []any
+	failed     int // the input a dialect named as the cause of a failure, or -1
+}
+
 func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []Update, update bool) ([]Result[T], error) {
 	op := "GetOrCreateMany"
 	if update {
@@ -60,102 +76,116 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 	if len(rows) == 0 {
 		return []Result[T]{}, nil
 	}
-	if update && len(ups) == 0 {
-		update = false
-	}
+	ctx, tc := t.startTrace(ctx, op, q != nil, len(rows))
 	res := make([]Result[T], len(rows))
-	calls := make([]*dialect.Call, len(rows))
-	keys := make([]string, len(rows))
-	omit := ^uint64(0)
+	bc, err := t.prepareBulk(op, res, rows, ups, update && len(ups) > 0, q != nil)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return nil, err
+	}
+	attempts, err := t.execBulk(ctx, tc, q, bc, func(i int, created bool) { res[i].Created = created })
+	if err != nil {
+		if e, ok := err.(*Error); ok && bc.failed >= 0 {
+			e.Input = bc.failed
+		} else if q == nil {
+			t.blame(ctx, err, bc)
+		}
+		tc.end(ctx, PathFailed, 0, attempts, err)
+		return nil, err
+	}
+	created := 0
+	for i := range res {
+		res[i].Attempts = attempts
+		if f := bc.first[bc.keys[i]]; f != i {
+			res[i].Row, res[i].Created = res[f].Row, false
+		}
+		created += b2i(res[i].Created)
+	}
+	tc.end(ctx, PathBulk, created, attempts, nil)
+	return res, nil
+}
+
+// prepareBulk binds every input and orders the distinct keys: one write
+// per key, in key order, the same order in every batch, so that two
+// batches never wait for each other's locks in a cycle.
+func (t *Table[T]) prepareBulk(op string, res []Result[T], rows []T, ups []Update, update, inTx bool) (*bulkCall, error) {
+	bc := &bulkCall{op: op, update: update, calls: make([]*dialect.Call, len(rows)), keys: make([]string, len(rows)),
+		first: map[string]int{}, omit: ^uint64(0), failed: -1}
 	for i := range rows {
 		res[i].Row = rows[i]
-		c, sk, err := t.call(op, &res[i], q != nil)
+		c, sk, err := t.call(op, &res[i], inTx)
 		if err != nil {
 			if e, ok := err.(*Error); ok {
 				e.Input = i
 			}
 			return nil, err
 		}
-		calls[i], omit = c, omit&sk.omit
-		keys[i] = t.keyString(c.Values)
+		bc.calls[i], bc.omit = c, bc.omit&sk.omit
+		bc.keys[i] = t.keyString(c.Values)
 	}
-	// One write per distinct key, in key order: the same order in every
-	// batch, so two batches never wait for each other's locks in a cycle.
-	order := make([]int, 0, len(rows))
-	first := map[string]int{}
-	for i, k := range keys {
-		if _, dup := first[k]; !dup {
-			first[k] = i
-			order = append(order, i)
+	for i, k := range bc.keys {
+		if _, dup := bc.first[k]; !dup {
+			bc.first[k] = i
+			bc.order = append(bc.order, i)
 		}
 	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(keys[a], keys[b]) })
-
-	kind := opGet
+	slices.SortFunc(bc.order, func(a, b int) int { return cmp.Compare(bc.keys[a], bc.keys[b]) })
 	if update {
+		bc.ups = ups
+		bc.updateArgs = bindArgs(ups, nil)
+	}
+	return bc, nil
+}
+
+// execBulk sends the batch in chunks, in the library's own transaction
+// (retried whole) or in the caller's, and reports each written input's
+// created flag through set.
+func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier, bc *bulkCall, set func(i int, created bool)) (int, error) {
+	kind := opGet
+	if bc.update {
 		kind = opUpdate
 	}
-	var updateArgs []any
-	if update {
-		updateArgs = bindArgs(ups, nil)
-	}
-	per := len(t.m.Fields) + 1 + len(updateArgs)
-	chunk := max(1, min(1000, (t.feat.MaxParams-len(updateArgs))/per))
-	failed := -1 // the input a dialect named as the cause of a failure
+	per := len(t.m.Fields) + 1
+	limit := max(1, min(1024, (t.feat.MaxParams-len(bc.updateArgs)-1)/per))
 	runAll := func(q dialect.Querier, inTx bool) (bool, error) {
-		failed = -1
-		for lo := 0; lo < len(order); lo += chunk {
-			part := order[lo:min(lo+chunk, len(order))]
-			plan, err := t.bulkPlan(kind, omit, ups, len(part))
+		bc.failed = -1
+		for lo := 0; lo < len(bc.order); lo += limit {
+			part := bc.order[lo:min(lo+limit, len(bc.order))]
+			plan, err := t.bulkPlan(kind, bc.omit, bc.ups, sizeClass(len(part), limit))
 			if err != nil {
 				return false, err
 			}
-			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: updateArgs, InTx: inTx}
+			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: bc.updateArgs, InTx: inTx}
 			for j, i := range part {
-				b.Rows[j] = calls[i]
+				b.Rows[j] = bc.calls[i]
 			}
-			if update {
+			if bc.update {
 				err = plan.UpdateOrCreateMany(ctx, q, b)
 			} else {
 				err = plan.GetOrCreateMany(ctx, q, b)
 			}
 			if err != nil {
-				var br interface{ BatchRow() int }
-				if errors.As(err, &br) && br.BatchRow() >= 0 && br.BatchRow() < len(part) {
-					failed = part[br.BatchRow()]
+				var de *dialect.Error
+				if errors.As(err, &de) && de.HasRow && de.Row >= 0 && de.Row < len(part) {
+					bc.failed = part[de.Row]
 				}
 				return false, err
 			}
 			for j, i := range part {
-				res[i].Created = b.Created[j]
+				set(i, b.Created[j])
 			}
 		}
 		return true, nil
 	}
-	var attempts int
-	var err error
 	if q != nil {
-		_, attempts, err = t.run(ctx, op, true, func() (bool, error) { return runAll(q, isTx(q)) })
-	} else {
-		_, attempts, err = t.run(ctx, op, false, func() (bool, error) {
-			return t.inOwnTx(ctx, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
-		})
+		q = tc.wrap(q)
+		_, attempts, err := t.run(ctx, tc, bc.op, true, func() (bool, error) { return runAll(q, isTx(q)) })
+		return attempts, err
 	}
-	if err != nil {
-		if e, ok := err.(*Error); ok && failed >= 0 {
-			e.Input = failed
-		} else if q == nil {
-			t.blame(ctx, err, order, calls, updateArgs, kind, omit, ups)
-		}
-		return nil, err
-	}
-	for i := range res {
-		res[i].Attempts = attempts
-		if f := first[keys[i]]; f != i {
-			res[i].Row, res[i].Created = res[f].Row, false
-		}
-	}
-	return res, nil
+	_, attempts, err := t.run(ctx, tc, bc.op, false, func() (bool, error) {
+		return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
+	})
+	return attempts, err
 }
 
 // keyString encodes a row's key values exactly, for deduplication and
@@ -183,39 +213,17 @@ func (t *tableCore) keyString(values []any) string {
 		if rv.IsValid() {
 			v = rv.Interface()
 		}
-		s := fmt.Sprintf("%T:%v", v, v)
+		var s string
+		if tm, ok := v.(time.Time); ok {
+			// By instant, in UTC, without the monotonic reading: equal
+			// instants merge, and keys sort the same in every process.
+			s = "time.Time:" + tm.UTC().Format("2006-01-02T15:04:05.000000000")
+		} else {
+			s = fmt.Sprintf("%T:%v", v, v)
+		}
 		fmt.Fprintf(&b, "%d:%s;", len(s), s)
 	}
 	return b.String()
-}
-
-type bulkKey struct {
-	planKey
-	n int
-}
-
-func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, n int) (dialect.BulkPlan, error) {
-	k := bulkKey{planKey{omit: omit, op: op}, n}
-	if len(ups) > 0 {
-		k.sig = signature(ups)
-	}
-	if p, ok := t.plans.Load(k); ok {
-		return p.(dialect.BulkPlan), nil
-	}
-	bc, ok := t.d.(dialect.BulkCompiler)
-	if !ok {
-		return nil, fmt.Errorf("getorcreate: dialect %s has no bulk statements", t.d.Name())
-	}
-	shape, err := t.shape(shapeKey{omit: omit}, ups)
-	if err != nil {
-		return nil, err
-	}
-	p, err := bc.CompileBulk(t.dt, shape, t.feat, n)
-	if err != nil {
-		return nil, fmt.Errorf("getorcreate: compiling bulk statements for %s: %w", t.name, err)
-	}
-	t.plans.Store(k, p)
-	return p, nil
 }
 
 // blame finds which input made a batch fail with a data error (a conflict
@@ -223,19 +231,23 @@ func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, n int) (dialec
 // name it: the batch's own transaction is gone, so it replays the rows one
 // by one, in the batch's order, in a transaction that is rolled back. It
 // costs nothing unless a batch failed.
-func (t *tableCore) blame(ctx context.Context, err error, order []int, calls []*dialect.Call, updateArgs []any, kind uint8, omit uint64, ups []Update) {
+func (t *tableCore) blame(ctx context.Context, err error, bc *bulkCall) {
 	e, ok := err.(*Error)
 	if !ok || e.Kind == nil || IsRetryable(err) || ctx.Err() != nil {
 		return
 	}
-	plan, perr := t.plan(kind, shapeKey{omit: omit}, ups)
+	kind := opGet
+	if bc.update {
+		kind = opUpdate
+	}
+	plan, perr := t.plan(kind, shapeKey{omit: bc.omit}, bc.ups)
 	if perr != nil {
 		return
 	}
-	_, _ = t.inOwnTx(ctx, func(tx dialect.Tx) (bool, error) {
-		for _, i := range order {
-			c := *calls[i]
-			c.UpdateArgs, c.InTx = updateArgs, true
+	_, _ = t.inOwnTx(ctx, nil, func(tx dialect.Tx) (bool, error) {
+		for _, i := range bc.order {
+			c := *bc.calls[i]
+			c.UpdateArgs, c.InTx = bc.updateArgs, true
 			var err error
 			if kind == opUpdate {
 				_, err = plan.UpdateOrCreate(ctx, tx, &c)

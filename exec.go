@@ -1,0 +1,280 @@
+package getorcreate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/getorcreate/getorcreate/dialect"
+	"github.com/getorcreate/getorcreate/internal/mapping"
+)
+
+// GetOrCreate returns the row whose key columns equal row's, creating it
+// from row if there is none. Fields beyond the key are used only to create.
+// An existing row is never written. It runs in the library's own
+// transaction and retries serialization failures, deadlocks and busy errors.
+func (t *Table[T]) GetOrCreate(ctx context.Context, row T) (Result[T], error) {
+	return t.getOrCreate(ctx, t.own, false, row, nil)
+}
+
+// GetOrCreateTx is GetOrCreate inside the caller's transaction (or on a
+// *sql.Conn). It never re-runs statements behind the caller's back: where
+// the database cannot show the row that won a race (PostgreSQL REPEATABLE
+// READ or SERIALIZABLE with an older snapshot), it returns an error for
+// which IsRetryable is true, and the caller should retry the whole
+// transaction (see RunTx).
+func (t *Table[T]) GetOrCreateTx(ctx context.Context, tx Querier, row T) (Result[T], error) {
+	return t.getOrCreate(ctx, adapt(tx), true, row, nil)
+}
+
+// GetOrCreateFunc is GetOrCreate with create values computed lazily: key
+// holds the key columns, and create is called, with a copy of key to fill,
+// only when the row must be created. It costs one extra lookup on the
+// create path.
+func (t *Table[T]) GetOrCreateFunc(ctx context.Context, key T, create func(row *T) error) (Result[T], error) {
+	return t.getOrCreate(ctx, t.own, false, key, create)
+}
+
+// GetOrCreateFuncTx is GetOrCreateFunc inside the caller's transaction.
+func (t *Table[T]) GetOrCreateFuncTx(ctx context.Context, tx Querier, key T, create func(row *T) error) (Result[T], error) {
+	return t.getOrCreate(ctx, adapt(tx), true, key, create)
+}
+
+// UpdateOrCreate applies the updates to the row whose key columns equal
+// row's, or creates it from row. The database evaluates the updates
+// atomically; none is a read-modify-write in Go. Without updates it is
+// GetOrCreate. It returns the row as stored after the write.
+func (t *Table[T]) UpdateOrCreate(ctx context.Context, row T, updates ...Update) (Result[T], error) {
+	return t.updateOrCreate(ctx, t.own, false, row, updates)
+}
+
+// UpdateOrCreateTx is UpdateOrCreate inside the caller's transaction.
+func (t *Table[T]) UpdateOrCreateTx(ctx context.Context, tx Querier, row T, updates ...Update) (Result[T], error) {
+	return t.updateOrCreate(ctx, adapt(tx), true, row, updates)
+}
+
+const findsClamp = 32
+
+// learn records whether a call found its key, for Adaptive.
+func (t *tableCore) learn(found bool) {
+	for {
+		v := t.finds.Load()
+		n := v - 1
+		if found {
+			n = v + 1
+		}
+		if n > findsClamp || n < -findsClamp || t.finds.CompareAndSwap(v, n) {
+			return
+		}
+	}
+}
+
+// readFirst applies the table's Order: Adaptive writes first only when
+// most recent calls created their key (one creation in a fresh table is no
+// trend).
+func (t *tableCore) readFirst() bool {
+	switch t.order {
+	case ReadFirst:
+		return true
+	case WriteFirst:
+		return false
+	}
+	return t.finds.Load() > -8
+}
+
+func (t *tableCore) errf(op string, kind error, format string, args ...any) error {
+	return &Error{Op: op, Table: t.name, Kind: kind, Input: -1, Err: fmt.Errorf(format, args...)}
+}
+
+// call prepares the values, scan targets and shape of one row.
+func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, shapeKey, error) {
+	p := reflect.ValueOf(&res.Row)
+	c := &dialect.Call{InTx: inTx, ReadFirst: t.readFirst()}
+	c.Values = t.m.Values(p, make([]any, 0, len(t.m.Fields)))
+	var sk shapeKey
+	for i, pos := range t.keyPos {
+		if mapping.IsNull(c.Values[pos]) {
+			if !t.nullKeyOK[i] {
+				return nil, sk, t.errf(op, ErrNullKey, "key column %q is NULL; the unique index treats NULLs as distinct, so a NULL key never matches", t.m.Fields[pos].Column)
+			}
+			sk.nulls |= 1 << i
+		}
+	}
+	for i, pos := range t.defaultable {
+		if t.m.IsZero(p, pos) {
+			sk.omit |= 1 << i
+		}
+	}
+	c.Dest = t.m.Addrs(p, make([]any, 0, len(t.m.Fields)))
+	return c, sk, nil
+}
+
+// pathOf names what a single-row call did.
+func pathOf(c *dialect.Call, created, update bool) Path {
+	switch {
+	case created:
+		return PathCreated
+	case update:
+		return PathUpdated
+	case c.Raced:
+		return PathRaced
+	}
+	return PathExisting
+}
+
+func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool, row T, create func(*T) error) (Result[T], error) {
+	const op = "GetOrCreate"
+	ctx, tc := t.startTrace(ctx, op, inTx, 1)
+	q = tc.wrap(q)
+	res := Result[T]{Row: row}
+	c, sk, err := t.call(op, &res, inTx)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return res, err
+	}
+	if create != nil {
+		found, err := t.find(ctx, tc, q, inTx, c, sk)
+		if err != nil || found {
+			res.Attempts = 1
+			tc.end(ctx, PathExisting, 0, 1, err)
+			return res, err
+		}
+		if err := create(&res.Row); err != nil {
+			tc.end(ctx, PathFailed, 0, 1, err)
+			return res, err
+		}
+		if c, sk, err = t.call(op, &res, inTx); err != nil {
+			tc.end(ctx, PathFailed, 0, 1, err)
+			return res, err
+		}
+		c.ReadFirst = false // it was just looked up
+	}
+	plan, err := t.plan(opGet, sk, nil)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return res, err
+	}
+	res.Created, res.Attempts, err = t.run(ctx, tc, op, inTx, func() (bool, error) { return plan.GetOrCreate(ctx, q, c) })
+	tc.end(ctx, pathOf(c, res.Created, false), b2i(res.Created), res.Attempts, err)
+	if err != nil {
+		return Result[T]{Row: row, Attempts: res.Attempts}, err
+	}
+	t.learn(!res.Created)
+	return res, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (t *Table[T]) find(ctx context.Context, tc *traced, q dialect.Querier, inTx bool, c *dialect.Call, sk shapeKey) (bool, error) {
+	plan, err := t.plan(opGet, shapeKey{nulls: sk.nulls}, nil)
+	if err != nil {
+		return false, err
+	}
+	found, _, err := t.run(ctx, tc, "GetOrCreate", inTx, func() (bool, error) { return plan.Find(ctx, q, c) })
+	return found, err
+}
+
+func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx bool, row T, ups []Update) (Result[T], error) {
+	if len(ups) == 0 {
+		return t.getOrCreate(ctx, q, inTx, row, nil)
+	}
+	const op = "UpdateOrCreate"
+	ctx, tc := t.startTrace(ctx, op, inTx, 1)
+	q = tc.wrap(q)
+	res := Result[T]{Row: row}
+	c, sk, err := t.call(op, &res, inTx)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return res, err
+	}
+	plan, err := t.plan(opUpdate, sk, ups)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return res, err
+	}
+	c.UpdateArgs = bindArgs(ups, nil)
+	fn := func() (bool, error) { return plan.UpdateOrCreate(ctx, q, c) }
+	if !inTx && t.feat.UpdateNeedsTx {
+		fn = func() (bool, error) {
+			return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return plan.UpdateOrCreate(ctx, tx, c) })
+		}
+	}
+	res.Created, res.Attempts, err = t.run(ctx, tc, op, inTx, fn)
+	tc.end(ctx, pathOf(c, res.Created, true), b2i(res.Created), res.Attempts, err)
+	if err != nil {
+		// Whatever a failed attempt scanned is not the caller's row.
+		return Result[T]{Row: row, Attempts: res.Attempts}, err
+	}
+	t.learn(!res.Created)
+	return res, nil
+}
+
+// inOwnTx runs fn in a transaction of the library's own and commits it.
+func (t *tableCore) inOwnTx(ctx context.Context, tc *traced, fn func(tx dialect.Tx) (bool, error)) (bool, error) {
+	tx, err := t.beg.Begin(ctx, sql.LevelDefault)
+	if err != nil {
+		return false, t.d.Interpret(err)
+	}
+	ok, err := fn(tc.wrapTx(tx))
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return false, err
+	}
+	return ok, t.d.Interpret(tx.Commit(ctx))
+}
+
+// run runs fn once inside the caller's transaction, or, in the library's
+// own, until it succeeds or fails with an error that is not retryable (see
+// RetryPolicy). It returns the attempts made and the error, as an *Error.
+func (t *tableCore) run(ctx context.Context, tc *traced, op string, inTx bool, fn func() (bool, error)) (bool, int, error) {
+	var ok bool
+	attempt := func() error {
+		var err error
+		ok, err = fn()
+		if err == nil {
+			return nil
+		}
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			// The driver saw the cancellation as a broken statement; say so.
+			err = fmt.Errorf("%w: %w", cerr, err)
+		}
+		return t.wrap(op, err)
+	}
+	policy := t.retry
+	if inTx {
+		policy.MaxRetries = 0
+	}
+	n, err := policy.run(ctx, attempt, tc.retried)
+	if err != nil {
+		return false, n, t.wrap(op, err)
+	}
+	return ok, n, nil
+}
+
+// wrap turns an error into an *Error with its kind: the one place where a
+// dialect's classes become the library's sentinels.
+func (t *tableCore) wrap(op string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	e = &Error{Op: op, Table: t.name, Input: -1, Err: err}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return e
+	}
+	var de *dialect.Error
+	if errors.As(err, &de) {
+		e.Kind = kindOf(de.Class)
+		if de.Class == dialect.ClassUnique {
+			e.Constraint = de.Constraint
+		}
+	}
+	return e
+}
