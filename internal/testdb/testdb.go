@@ -24,9 +24,11 @@ import (
 	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/dialect/mysql"
+	"github.com/getorcreate/getorcreate/dialect/postgres"
 	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/pgxv5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/lib/pq" // the "postgres" driver, for the postgres-pq variant
 )
 
 // Env names the environment variables holding the server DSNs.
@@ -37,7 +39,14 @@ const (
 
 // DB is one database under test.
 type DB struct {
-	Name    string // "sqlite", "postgres", "postgres-pgx", "mysql", or "mysql-noreturning"
+	// Name is the database and the way the library reaches it: "sqlite",
+	// "postgres", "mysql"; "postgres-pgx" (pgx natively, package pgxv5),
+	// "postgres-pq" (lib/pq), "mysql-noreturning" (MariaDB running the
+	// MySQL statements), and "sqlite-wrapped", "postgres-wrapped",
+	// "mysql-wrapped" (the driver behind a wrapping driver, as
+	// instrumentation wraps it, so that the dialect must be found by
+	// asking the server).
+	Name    string
 	Kind    string // "sqlite", "postgres" or "mysql"
 	DSN     string // the project DSN form
 	SQL     *sql.DB
@@ -49,12 +58,16 @@ type DB struct {
 }
 
 // OpenTable opens a table for the conformance suite: on DB.Pool through
-// pgxv5 for "postgres-pgx", else on DB.SQL.
+// pgxv5 for "postgres-pgx" (with Config.Dialect set, which pgxv5 must
+// honour), else on DB.SQL.
 func OpenTable[T any](db *DB, cfg getorcreate.Config) (*getorcreate.Table[T], error) {
 	if db.Dialect != nil {
 		cfg.Dialect = db.Dialect
 	}
 	if db.Pool != nil {
+		if cfg.Dialect == nil {
+			cfg.Dialect = postgres.Dialect
+		}
 		return pgxv5.OpenConfig[T](context.Background(), db.Pool, cfg)
 	}
 	return getorcreate.OpenConfig[T](context.Background(), db.SQL, cfg)
@@ -66,20 +79,26 @@ var (
 )
 
 // Kinds lists the databases to run against: sqlite always, the servers
-// when configured. With variants, MariaDB also runs as MySQL without
-// RETURNING.
+// when configured. With variants, also every other way the library reaches
+// them (see DB.Name): the conformance suite runs on all of them.
 func Kinds(variants bool) []string {
 	ks := []string{"sqlite", "postgres", "mysql"}
 	if variants {
-		ks = append(ks, "postgres-pgx", "mysql-noreturning")
+		ks = append(ks, "postgres-pgx", "postgres-pq", "mysql-noreturning", "sqlite-wrapped", "postgres-wrapped", "mysql-wrapped")
 	}
 	return ks
+}
+
+// kindOf is the database of a variant's name.
+func kindOf(name string) string {
+	kind, _, _ := strings.Cut(name, "-")
+	return kind
 }
 
 // Open returns the database of this name for t, or skips t.
 func Open(t testing.TB, name string) *DB {
 	t.Helper()
-	d := &DB{Name: name, Kind: strings.TrimSuffix(strings.TrimSuffix(name, "-noreturning"), "-pgx")}
+	d := &DB{Name: name, Kind: kindOf(name)}
 	switch d.Kind {
 	case "sqlite":
 		d.DSN = "sqlite:" + filepath.Join(t.TempDir(), "test.db")
@@ -95,12 +114,19 @@ func Open(t testing.TB, name string) *DB {
 		}
 		t.Skipf("%s suite skipped: set %s to run it (see README)", name, env)
 	}
-	if name == "mysql-noreturning" {
+	switch _, variant, _ := strings.Cut(name, "-"); variant {
+	case "noreturning":
 		d.Dialect = mysql.NoReturning
-	}
-	d.SQL = Pool(t, d.DSN)
-	if name == "postgres-pgx" {
+		d.SQL = Pool(t, d.DSN)
+	case "pgx":
+		d.SQL = Pool(t, d.DSN)
 		d.Pool = PgxPool(t, d.DSN)
+	case "pq":
+		d.SQL = driverPool(t, "postgres", d.DSN, "")
+	case "wrapped":
+		d.SQL = driverPool(t, d.Kind, d.DSN, "wrapped")
+	default:
+		d.SQL = Pool(t, d.DSN)
 	}
 	return d
 }
@@ -146,6 +172,43 @@ func Pool(t testing.TB, s string) *sql.DB {
 	}
 	db := open(t, s)
 	pools[s] = db
+	return db
+}
+
+// driverPool opens (once per process and DSN for servers) a pool on the
+// DSN through another driver: lib/pq's ("postgres") or, with wrap, the
+// project DSN's own driver behind a wrapping one.
+func driverPool(t testing.TB, driverName, s, wrap string) *sql.DB {
+	t.Helper()
+	p, err := dsn.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrap != "" {
+		driverName = WrapDriver(p.DriverName)
+	}
+	source := p.DataSource
+	if driverName == "postgres" {
+		source = s // lib/pq reads the URL itself
+	}
+	key := driverName + " " + source
+	mu.Lock()
+	defer mu.Unlock()
+	if db, ok := pools[key]; ok && p.Kind != "sqlite" {
+		return db
+	}
+	db, err := sql.Open(driverName, source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Kind == "sqlite" {
+		db.SetMaxOpenConns(8)
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	db.SetMaxOpenConns(MaxConns)
+	db.SetMaxIdleConns(MaxConns)
+	pools[key] = db
 	return db
 }
 
