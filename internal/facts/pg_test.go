@@ -3,10 +3,13 @@ package facts
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // pgTags creates the usual key table on PostgreSQL.
@@ -370,10 +373,23 @@ func TestPG9_ErrorAbortsTransaction25P02(t *testing.T) {
 	s.exec("INSERT INTO " + tb + " (name) VALUES ('b')")
 	want(t, "duplicate insert in a transaction", pgCode(s.try("INSERT INTO "+tb+" (name) VALUES ('a')")), "23505")
 	want(t, "next statement", pgCode(s.try("SELECT 1")), "25P02")
-	if err := s.try("COMMIT"); err != nil {
-		t.Logf("COMMIT of the aborted transaction: %v", err)
+	// The server answers COMMIT of a failed transaction with ROLLBACK, not
+	// an error: a plain Exec("COMMIT") reports success.
+	want(t, "error of Exec(COMMIT) of the aborted transaction", pgCode(s.try("COMMIT")), "")
+	want(t, "rows named b after it", s.int("SELECT count(*) FROM "+tb+" WHERE name = 'b'"), 0)
+	// pgx's Tx.Commit reads the ROLLBACK tag and says so.
+	tx, err := db.BeginTx(s.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	want(t, "rows named b after COMMIT of the aborted transaction", s.int("SELECT count(*) FROM "+tb+" WHERE name = 'b'"), 0)
+	if _, err := tx.Exec("INSERT INTO " + tb + " (name) VALUES ('a')"); pgCode(err) != "23505" {
+		t.Fatalf("duplicate insert in a sql.Tx: %v", err)
+	}
+	err = tx.Commit()
+	if !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("sql.Tx.Commit of the aborted transaction: %v, want pgx.ErrTxCommitRollback", err)
+	}
+	t.Logf("sql.Tx.Commit of the aborted transaction: %v", err)
 
 	s.exec("BEGIN")
 	s.exec("INSERT INTO " + tb + " (name) VALUES ('b')")
