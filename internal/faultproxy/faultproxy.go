@@ -28,8 +28,9 @@
 //     against the text of the prepared statement, whose id the proxy takes
 //     from the server's answer to the prepare.
 //
-// Start-up, authentication, Sync, Close, ping and the other messages never
-// match, and a connection cut by a rule is cut once. Limitations: TLS and
+// Start-up, authentication, Sync, Close, MySQL's COM_PING and the other
+// messages never match (pgx pings with a Query, "-- ping", which does), and
+// a connection cut by a rule is cut once. Limitations: TLS and
 // MySQL compression are not read (the connection is forwarded untouched and
 // no rule matches it: use sslmode=disable, and no tls or compress parameter);
 // a statement run through SQL-level PREPARE/EXECUTE matches by the text of
@@ -67,6 +68,7 @@ const (
 	AfterSend
 )
 
+// String returns the name of the constant.
 func (w When) String() string {
 	switch w {
 	case BeforeSend:
@@ -82,7 +84,8 @@ type Rule struct {
 	// Match is looked for, ignoring case, in the statement's SQL text. Nil
 	// (or empty) matches the next statement message of any connection,
 	// whatever it is. Beware of the pool's own statements: pgx's stdlib pings
-	// a connection that was idle for over a second before reusing it.
+	// a connection on its first reuse and after a second idle, and pgxpool
+	// after a second idle.
 	Match []byte
 	// When is BeforeSend or AfterSend.
 	When When
