@@ -83,25 +83,26 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 		tc.end(ctx, PathFailed, 0, 0, err)
 		return nil, err
 	}
-	attempts, err := t.execBulk(ctx, tc, q, bc, func(i int, created bool) { res[i].Created = created })
+	o, err := t.execBulk(ctx, tc, q, bc, func(i int, created bool) { res[i].Created = created })
 	if err != nil {
 		if e, ok := err.(*Error); ok && bc.failed >= 0 {
 			e.Input = bc.failed
 		} else if q == nil {
 			t.blame(ctx, err, bc)
 		}
-		tc.end(ctx, PathFailed, 0, attempts, err)
+		tc.end(ctx, PathFailed, 0, o.attempts, err)
 		return nil, err
 	}
 	created := 0
 	for i := range res {
-		res[i].Attempts = attempts
+		res[i].Attempts = o.attempts
 		if f := bc.first[bc.keys[i]]; f != i {
 			res[i].Row, res[i].Created = res[f].Row, false
 		}
+		res[i].MaybeCreated = o.inDoubt && !res[i].Created
 		created += b2i(res[i].Created)
 	}
-	tc.end(ctx, PathBulk, created, attempts, nil)
+	tc.end(ctx, PathBulk, created, o.attempts, nil)
 	return res, nil
 }
 
@@ -140,7 +141,7 @@ func (t *Table[T]) prepareBulk(op string, res []Result[T], rows []T, ups []Updat
 // execBulk sends the batch in chunks, in the library's own transaction
 // (retried whole) or in the caller's, and reports each written input's
 // created flag through set.
-func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier, bc *bulkCall, set func(i int, created bool)) (int, error) {
+func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier, bc *bulkCall, set func(i int, created bool)) (outcome, error) {
 	kind := opGet
 	if bc.update {
 		kind = opUpdate
@@ -177,15 +178,17 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 		}
 		return true, nil
 	}
+	m := mode{idempotent: !bc.update || idempotent(bc.ups)}
 	if q != nil {
+		m.inTx, m.callerTx = true, isTx(q)
 		q = tc.wrap(q)
-		_, attempts, err := t.run(ctx, tc, bc.op, true, func() (bool, error) { return runAll(q, isTx(q)) })
-		return attempts, err
+		_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) { return runAll(q, m.callerTx) })
+		return o, err
 	}
-	_, attempts, err := t.run(ctx, tc, bc.op, false, func() (bool, error) {
+	_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) {
 		return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
 	})
-	return attempts, err
+	return o, err
 }
 
 // keyString encodes a row's key values exactly, for deduplication and

@@ -10,9 +10,9 @@ import (
 
 // Sentinel errors. The errors the library recognises match one of them with
 // errors.Is and wrap the driver's error too; an error it does not recognise
-// (a foreign-key or CHECK violation, a lost connection) comes back as an
-// *Error with a nil Kind, wrapping the driver's error, and a cancelled
-// context's error matches context.Canceled or context.DeadlineExceeded.
+// (a foreign-key or CHECK violation) comes back as an *Error with a nil
+// Kind, wrapping the driver's error, and a cancelled context's error
+// matches context.Canceled or context.DeadlineExceeded.
 var (
 	// ErrNoUniqueIndex: no PRIMARY KEY or non-partial, non-deferrable UNIQUE
 	// constraint or index covers exactly the key columns, so the database
@@ -55,7 +55,30 @@ var (
 	// ErrLostRace: the row kept changing under the call (created and deleted
 	// again by others) more times than the retry limit allows. Retryable.
 	ErrLostRace = errors.New("row kept changing under the call")
+	// ErrConnection: the connection to the database was lost or refused
+	// (a restart, a failover, a killed session, a proxy's timeout, too many
+	// connections), and nothing the call did was committed: the statement
+	// never reached the server, or its transaction never committed.
+	// Retryable: the library's own calls retry it on another connection.
+	ErrConnection = errors.New("database connection lost or refused")
+	// ErrIndeterminate: the connection was lost after a statement or a
+	// COMMIT may have reached the server and taken effect: the outcome is
+	// not known. It matches ErrConnection too, but it is not retryable: a
+	// write that is not idempotent must not be sent again blindly (see
+	// Result.MaybeCreated for the calls the library does retry, and
+	// package docs for making any write safe to retry).
+	ErrIndeterminate error = indeterminate{}
 )
+
+type indeterminate struct{}
+
+func (indeterminate) Error() string {
+	return "outcome unknown: the connection was lost after the write may have taken effect"
+}
+
+// Is makes ErrIndeterminate match ErrConnection: it is a lost connection
+// too.
+func (indeterminate) Is(target error) bool { return target == ErrConnection }
 
 // Error is a failed call. It matches its Kind and its wrapped driver error
 // with errors.Is and errors.As.
@@ -129,7 +152,7 @@ func (e *SchemaError) Unwrap() error { return e.Kind }
 // never retries by itself; use RunTx.
 func IsRetryable(err error) bool {
 	switch Kind(err) {
-	case ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace:
+	case ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConnection:
 		return true
 	}
 	return false
@@ -157,17 +180,23 @@ func Kind(err error) error {
 		}
 	}
 	if de := dialect.Interpret(err); de != nil {
-		return kindOf(de.Class)
+		return kindOf(de)
 	}
 	return nil
 }
 
-// kinds are the sentinels a wrapped error may match directly.
-var kinds = []error{ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate}
+// kinds are the sentinels a wrapped error may match directly, the more
+// precise first.
+var kinds = []error{ErrIndeterminate, ErrConnection, ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate}
 
-// kindOf maps a dialect class to a sentinel.
-func kindOf(c dialect.Class) error {
-	switch c {
+// kindOf maps a dialect's error to a sentinel.
+func kindOf(de *dialect.Error) error {
+	switch de.Class {
+	case dialect.ClassConnection:
+		if de.MayHaveRun {
+			return ErrIndeterminate
+		}
+		return ErrConnection
 	case dialect.ClassLostRace:
 		return ErrLostRace
 	case dialect.ClassSerialization:

@@ -156,10 +156,13 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 		tc.end(ctx, PathFailed, 0, 0, err)
 		return res, err
 	}
-	res.Created, res.Attempts, err = t.run(ctx, tc, op, inTx, func() (bool, error) { return plan.GetOrCreate(ctx, q, c) })
-	tc.end(ctx, pathOf(c, res.Created, false), b2i(res.Created), res.Attempts, err)
+	var o outcome
+	res.Created, o, err = t.run(ctx, tc, op, mode{inTx: inTx, callerTx: inTx && isTx(q), idempotent: true},
+		func() (bool, error) { return plan.GetOrCreate(ctx, q, c) })
+	res.Attempts, res.MaybeCreated = o.attempts, o.inDoubt && !res.Created
+	tc.end(ctx, pathOf(c, res.Created, false), b2i(res.Created), o.attempts, err)
 	if err != nil {
-		return Result[T]{Row: row, Attempts: res.Attempts}, err
+		return Result[T]{Row: row, Attempts: o.attempts}, err
 	}
 	t.learn(!res.Created)
 	return res, nil
@@ -177,7 +180,8 @@ func (t *Table[T]) find(ctx context.Context, tc *traced, q dialect.Querier, inTx
 	if err != nil {
 		return false, err
 	}
-	found, _, err := t.run(ctx, tc, "GetOrCreate", inTx, func() (bool, error) { return plan.Find(ctx, q, c) })
+	found, _, err := t.run(ctx, tc, "GetOrCreate", mode{inTx: inTx, callerTx: inTx && isTx(q), idempotent: true},
+		func() (bool, error) { return plan.Find(ctx, q, c) })
 	return found, err
 }
 
@@ -206,35 +210,86 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 			return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return plan.UpdateOrCreate(ctx, tx, c) })
 		}
 	}
-	res.Created, res.Attempts, err = t.run(ctx, tc, op, inTx, fn)
-	tc.end(ctx, pathOf(c, res.Created, true), b2i(res.Created), res.Attempts, err)
+	var o outcome
+	res.Created, o, err = t.run(ctx, tc, op, mode{inTx: inTx, callerTx: inTx && isTx(q), idempotent: idempotent(ups)}, fn)
+	res.Attempts, res.MaybeCreated = o.attempts, o.inDoubt && !res.Created
+	tc.end(ctx, pathOf(c, res.Created, true), b2i(res.Created), o.attempts, err)
 	if err != nil {
 		// Whatever a failed attempt scanned is not the caller's row.
-		return Result[T]{Row: row, Attempts: res.Attempts}, err
+		return Result[T]{Row: row, Attempts: o.attempts}, err
 	}
 	t.learn(!res.Created)
 	return res, nil
 }
 
-// inOwnTx runs fn in a transaction of the library's own and commits it.
+// inOwnTx runs fn in a transaction of the library's own and commits it. A
+// connection lost before the COMMIT was sent is a definite failure: the
+// server rolls back a transaction whose connection it lost, so whatever
+// the statements did is gone. Only a lost COMMIT is indeterminate.
 func (t *tableCore) inOwnTx(ctx context.Context, tc *traced, fn func(tx dialect.Tx) (bool, error)) (bool, error) {
 	tx, err := t.beg.Begin(ctx, sql.LevelDefault)
 	if err != nil {
-		return false, t.d.Interpret(err)
+		return false, uncommitted(t.d.Interpret(err))
 	}
 	ok, err := fn(tc.wrapTx(tx))
 	if err != nil {
 		_ = tx.Rollback(ctx)
-		return false, err
+		return false, uncommitted(err)
 	}
-	return ok, t.d.Interpret(tx.Commit(ctx))
+	return ok, lostCommit(t.d.Interpret(tx.Commit(ctx)))
+}
+
+// lostCommit makes a lost connection at COMMIT indeterminate, whatever the
+// driver says: the COMMIT may have reached the server and committed.
+func lostCommit(err error) error {
+	var de *dialect.Error
+	if errors.As(err, &de) && de.Class == dialect.ClassConnection && !de.MayHaveRun {
+		c := *de
+		c.MayHaveRun = true
+		return &c
+	}
+	return err
+}
+
+// uncommitted turns a lost connection into a definite failure, for an
+// error that came before its transaction's COMMIT.
+func uncommitted(err error) error {
+	var de *dialect.Error
+	if errors.As(err, &de) && de.Class == dialect.ClassConnection && de.MayHaveRun {
+		c := *de
+		c.MayHaveRun = false
+		return &c
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Kind == ErrIndeterminate {
+		c := *e
+		c.Kind = ErrConnection
+		return &c
+	}
+	return err
+}
+
+// mode is how a call runs: in the caller's transaction or handle (inTx),
+// which is a real transaction (callerTx), and whether running it again
+// after an indeterminate failure is safe (idempotent).
+type mode struct{ inTx, callerTx, idempotent bool }
+
+// outcome is what run reports besides the result: the attempts made, and
+// whether an earlier attempt was cut off after its write may have taken
+// effect.
+type outcome struct {
+	attempts int
+	inDoubt  bool
 }
 
 // run runs fn once inside the caller's transaction, or, in the library's
 // own, until it succeeds or fails with an error that is not retryable (see
-// RetryPolicy). It returns the attempts made and the error, as an *Error.
-func (t *tableCore) run(ctx context.Context, tc *traced, op string, inTx bool, fn func() (bool, error)) (bool, int, error) {
+// RetryPolicy): a retryable error, a connection lost before anything
+// could take effect, and, for idempotent calls, one lost after it may
+// have. It returns the error as an *Error.
+func (t *tableCore) run(ctx context.Context, tc *traced, op string, m mode, fn func() (bool, error)) (bool, outcome, error) {
 	var ok bool
+	var o outcome
 	attempt := func() error {
 		var err error
 		ok, err = fn()
@@ -245,17 +300,33 @@ func (t *tableCore) run(ctx context.Context, tc *traced, op string, inTx bool, f
 			// The driver saw the cancellation as a broken statement; say so.
 			err = fmt.Errorf("%w: %w", cerr, err)
 		}
+		if m.callerTx {
+			// The caller's transaction is gone with its connection:
+			// nothing it did is committed.
+			err = uncommitted(err)
+		}
 		return t.wrap(op, err)
 	}
+	retryable := func(err error) bool {
+		if IsRetryable(err) {
+			return true
+		}
+		if m.idempotent && errors.Is(err, ErrIndeterminate) {
+			o.inDoubt = true
+			return true
+		}
+		return false
+	}
 	policy := t.retry
-	if inTx {
+	if m.inTx {
 		policy.MaxRetries = 0
 	}
-	n, err := policy.run(ctx, attempt, tc.retried)
+	n, err := policy.run(ctx, attempt, retryable, tc.retried)
+	o.attempts = n
 	if err != nil {
-		return false, n, t.wrap(op, err)
+		return false, o, t.wrap(op, err)
 	}
-	return ok, n, nil
+	return ok, o, nil
 }
 
 // wrap turns an error into an *Error with its kind: the one place where a
@@ -271,7 +342,7 @@ func (t *tableCore) wrap(op string, err error) error {
 	}
 	var de *dialect.Error
 	if errors.As(err, &de) {
-		e.Kind = kindOf(de.Class)
+		e.Kind = kindOf(de)
 		if de.Class == dialect.ClassUnique {
 			e.Constraint = de.Constraint
 		}

@@ -3,6 +3,7 @@ package getorcreate
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -61,19 +62,20 @@ func (p RetryPolicy) Wait(ctx context.Context, attempt int) error {
 // DefaultRetry. It is the one retry loop of the library: the Table's own
 // calls, RunTx and pgxv5.RunTx all go through it.
 func (p RetryPolicy) Retry(ctx context.Context, fn func() error) error {
-	_, err := p.orDefault().run(ctx, fn, nil)
+	_, err := p.orDefault().run(ctx, fn, IsRetryable, nil)
 	return err
 }
 
-// run is Retry for a policy already defaulted, reporting the attempts made
-// and calling onRetry with the error before each retry.
-func (p RetryPolicy) run(ctx context.Context, fn func() error, onRetry func(error)) (int, error) {
+// run is Retry for a policy already defaulted, with the errors to retry
+// decided by retryable, reporting the attempts made and calling onRetry
+// with the error before each retry.
+func (p RetryPolicy) run(ctx context.Context, fn func() error, retryable func(error) bool, onRetry func(error)) (int, error) {
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil {
 			return attempt, nil
 		}
-		if !IsRetryable(err) || attempt > p.MaxRetries || ctx.Err() != nil {
+		if attempt > p.MaxRetries || ctx.Err() != nil || !retryable(err) {
 			return attempt, err
 		}
 		if onRetry != nil {
@@ -89,8 +91,10 @@ func (p RetryPolicy) run(ctx context.Context, fn func() error, onRetry func(erro
 // commit fails with an error for which IsRetryable is true (whether it came
 // from this library or straight from the driver), the transaction is rolled
 // back and fn runs again from the start, up to DefaultRetry.MaxRetries times.
-// Any other error rolls back and is returned. fn must not commit or roll
-// back tx, and must be safe to run more than once.
+// A connection lost while fn runs is retried too (the transaction did not
+// commit); one lost during the COMMIT is returned as ErrIndeterminate. Any
+// other error rolls back and is returned. fn must not commit or roll back
+// tx, and must be safe to run more than once.
 func RunTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
 	return RunTxPolicy(ctx, db, opts, DefaultRetry, fn)
 }
@@ -107,7 +111,35 @@ func runTxOnce(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx 
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
+		return Uncommitted(err)
+	}
+	return Committed(tx.Commit())
+}
+
+// Committed says that err came from a COMMIT: a lost connection then is
+// indeterminate (ErrIndeterminate), whatever the driver reports, since the
+// COMMIT may have reached the server. RunTx applies it to the commit's
+// error; use it with Uncommitted in a transaction loop of your own.
+func Committed(err error) error {
+	if err == nil || Kind(err) != ErrConnection {
 		return err
 	}
-	return tx.Commit()
+	return &Error{Op: "commit", Kind: ErrIndeterminate, Input: -1, Err: err}
+}
+
+// Uncommitted says that err ended a transaction before its COMMIT was
+// sent: a connection lost then is a definite failure (ErrConnection,
+// retryable), since the server rolls back a transaction whose connection
+// it lost, not an indeterminate one. Other errors are returned as they
+// are. RunTx applies it to fn's error; use it in a transaction loop of
+// your own.
+func Uncommitted(err error) error {
+	if Kind(err) != ErrIndeterminate {
+		return err
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return uncommitted(err)
+	}
+	return &Error{Op: "transaction", Kind: ErrConnection, Input: -1, Err: err}
 }

@@ -64,8 +64,16 @@ type Result[T any] struct {
 	// calls for the same new key, exactly one sees true.
 	Created bool
 	// Attempts counts the tries of the library's own transaction: 1 unless
-	// a serialization failure, deadlock or busy database was retried.
+	// a serialization failure, deadlock, busy database or lost connection
+	// was retried.
 	Attempts int
+	// MaybeCreated is set when Created is false but an earlier attempt of
+	// this call was cut off (a lost connection) after its insert may have
+	// taken effect: the row returned may then be the one that attempt
+	// created. Created stays true for at most one caller of a key, and a
+	// caller that sees neither Created nor MaybeCreated knows another
+	// caller created the row, or that it existed.
+	MaybeCreated bool
 }
 
 // Table is a handle on one table, with the struct mapping and the SQL built

@@ -61,6 +61,20 @@ func Expr(col, sql string, args ...any) Update {
 	return Update{col: col, op: dialect.OpRaw, raw: sql, args: args}
 }
 
+// idempotent reports whether applying the updates twice leaves the row as
+// applying them once: Set, SetProposed, Greatest and Least do; Add and Expr
+// (which may read the stored value) do not.
+func idempotent(ups []Update) bool {
+	for _, u := range ups {
+		switch u.op {
+		case dialect.OpArg, dialect.OpProposed, dialect.OpGreatest, dialect.OpLeast:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // signature identifies the statement shape of a list of updates.
 func signature(ups []Update) string {
 	var b strings.Builder

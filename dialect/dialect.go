@@ -85,13 +85,10 @@ const (
 	ClassNotNull                    // a NULL in a NOT NULL column
 	ClassCardinality                // PostgreSQL 21000: one statement touched a row twice
 	ClassLostRace                   // the row kept appearing and disappearing under the plan
+	// ClassConnection: the connection was lost or refused. Error.MayHaveRun
+	// says whether the statement may have reached the server and run.
+	ClassConnection
 )
-
-// Retryable reports whether a transaction that failed with this class may
-// succeed when run again from the start.
-func (c Class) Retryable() bool {
-	return c == ClassSerialization || c == ClassDeadlock || c == ClassBusy || c == ClassLostRace
-}
 
 // Error is a database error as a dialect interpreted it. Plans return only
 // *Error values (or nil); Dialect.Interpret makes them from driver errors.
@@ -104,6 +101,11 @@ type Error struct {
 	// when HasRow is set (bulk plans only).
 	Row    int
 	HasRow bool
+	// MayHaveRun, for ClassConnection, is set when the statement may have
+	// reached the server and run before the connection was lost (it is
+	// clear when the driver knows nothing was sent, or the server refused
+	// the connection).
+	MayHaveRun bool
 	// Err is the driver's error, or the plan's own.
 	Err error
 }
@@ -397,18 +399,33 @@ func Find(ctx context.Context, db *sql.DB, q Querier) (Dialect, error) {
 	return nil, fmt.Errorf("the server behind driver %T is none of the registered dialects (%s): import the dialect for it, or set Config.Dialect", db.Driver(), strings.Join(names, ", "))
 }
 
-// Interpret classifies err with the first registered dialect that
-// recognises it: for errors of the caller's own statements, whose handle
-// the library never saw. It returns nil when none does.
+// Interpret classifies err with the registered dialects: for errors of the
+// caller's own statements, whose handle the library never saw. Each
+// dialect knows its driver's error types, and every one reads the network
+// errors all drivers share, so where several claim err the most precise
+// answer wins: a class other than a lost connection, then a lost
+// connection that a dialect knows ran nothing (pgx's connect error, say).
+// It returns nil when none recognises err.
 func Interpret(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
 	}
+	var best *Error
+	rank := func(e *Error) int {
+		switch {
+		case e.Class != ClassConnection:
+			return 2
+		case !e.MayHaveRun:
+			return 1
+		}
+		return 0
+	}
 	for _, r := range registered() {
-		if errors.As(r.d.Interpret(err), &e) && e.Class != ClassOther {
-			return e
+		var c *Error
+		if errors.As(r.d.Interpret(err), &c) && c.Class != ClassOther && (best == nil || rank(c) > rank(best)) {
+			best = c
 		}
 	}
-	return nil
+	return best
 }

@@ -56,8 +56,22 @@ func Tx(h Handle) getorcreate.Querier { return handleQ{h} }
 // getorcreate.IsRetryable is true, whether it came from the library or
 // straight from pgx, as getorcreate.RunTx does, with the same retry loop
 // and getorcreate.DefaultRetry.
+//
+// A connection lost while fn runs is retried (the transaction did not
+// commit); one lost during the COMMIT is returned as
+// getorcreate.ErrIndeterminate.
 func RunTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(tx pgx.Tx) error) error {
-	return getorcreate.DefaultRetry.Retry(ctx, func() error { return pgx.BeginTxFunc(ctx, pool, opts, fn) })
+	return getorcreate.DefaultRetry.Retry(ctx, func() error {
+		tx, err := pool.BeginTx(ctx, opts)
+		if err != nil {
+			return getorcreate.Uncommitted(err)
+		}
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback(ctx)
+			return getorcreate.Uncommitted(err)
+		}
+		return getorcreate.Committed(tx.Commit(ctx))
+	})
 }
 
 type poolQ struct{ p *pgxpool.Pool }

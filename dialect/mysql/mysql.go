@@ -53,9 +53,7 @@ func quoteColumn(ident string) string { return sqlbuild.QuotePart(ident, '`') }
 // Detect asks the server for a system variable, which only MySQL and
 // MariaDB spell @@name.
 func (myDialect) Detect(ctx context.Context, q dialect.Querier) bool {
-	var v string
-	err := sqlbuild.QueryEach(ctx, q, `SELECT @@version`, nil, func(r dialect.Rows) error { return r.Scan(&v) })
-	return err == nil && v != ""
+	return sqlbuild.Answers(ctx, q, `SELECT @@version`)
 }
 
 // isMariaDB reads the server version Inspect recorded.
@@ -162,11 +160,20 @@ func myErr(err error) *gomysql.MySQLError {
 // arrives as error 1644 with state 40001, and is a serialization failure
 // like any other.
 func class(err error) dialect.Class {
+	if errors.Is(err, gomysql.ErrInvalidConn) {
+		return dialect.ClassConnection
+	}
 	e := myErr(err)
 	if e == nil {
 		return dialect.ClassOther
 	}
 	switch e.Number {
+	case 1040, 1047, 1053, 1927, 2006, 2013:
+		// Too many connections; WSREP has not yet prepared the node (a
+		// Galera node outside the primary component); server shutdown in
+		// progress; connection killed; server gone away; lost connection
+		// during query.
+		return dialect.ClassConnection
 	case 1062, 1586: // ER_DUP_ENTRY, ER_DUP_ENTRY_WITH_KEY_NAME
 		return dialect.ClassUnique
 	case 1213: // ER_LOCK_DEADLOCK
@@ -193,7 +200,18 @@ func class(err error) dialect.Class {
 	return dialect.ClassOther
 }
 
-var interpret = sqlbuild.Interpreter(class, constraint)
+// mayHaveRun reports whether a statement that met a lost connection may
+// have run: go-sql-driver's ErrInvalidConn means a read or write of the
+// command failed part way; a refused connection (1040) and a Galera node
+// that refuses statements (1047) ran nothing.
+func mayHaveRun(err error) bool {
+	if e := myErr(err); e != nil {
+		return e.Number != 1040 && e.Number != 1047
+	}
+	return true
+}
+
+var interpret = sqlbuild.Interpreter(class, constraint, mayHaveRun)
 
 // Interpret classifies a driver error by its error number and SQLSTATE.
 func (myDialect) Interpret(err error) error { return interpret(err) }

@@ -44,9 +44,7 @@ func quoteColumn(ident string) string { return sqlbuild.QuotePart(ident, '"') }
 
 // Detect asks the server for a setting only PostgreSQL has.
 func (pgDialect) Detect(ctx context.Context, q dialect.Querier) bool {
-	var v string
-	err := sqlbuild.QueryEach(ctx, q, `SELECT current_setting('server_version_num')`, nil, func(r dialect.Rows) error { return r.Scan(&v) })
-	return err == nil && v != ""
+	return sqlbuild.Answers(ctx, q, `SELECT current_setting('server_version_num')`)
 }
 
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
@@ -146,9 +144,20 @@ func state(err error) string {
 	return ""
 }
 
-// class maps SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+// class maps SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html),
+// and pgx's own errors for a connection it could not make or use.
 func class(err error) dialect.Class {
-	switch state(err) {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+		return dialect.ClassConnection
+	}
+	code := state(err)
+	if strings.HasPrefix(code, "08") {
+		return dialect.ClassConnection // connection exception
+	}
+	switch code {
+	case "57P01", "57P02", "57P03", "53300": // admin or crash shutdown, cannot connect now, too many connections
+		return dialect.ClassConnection
 	case "23505":
 		return dialect.ClassUnique
 	case "40001":
@@ -184,7 +193,28 @@ func constraint(err error) string {
 	return ""
 }
 
-var interpret = sqlbuild.Interpreter(class, constraint)
+// mayHaveRun reports whether a statement that met a lost connection may
+// have run: not when the connection could not be made or the server
+// refused it. Anything else may have: pgx returns the same unexpected EOF
+// for a statement the server never saw and for one it ran and committed,
+// and on its simple-protocol path (BEGIN, COMMIT, statements without
+// arguments) it even reports a lost connection as SafeToRetry after the
+// statement was sent (internal/faultproxy/OBSERVED.md). A session
+// terminated under it (57P01) may have committed too: PostgreSQL warns of
+// exactly that when it is killed while waiting for a synchronous standby.
+func mayHaveRun(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return false
+	}
+	switch state(err) {
+	case "08001", "08004", "57P03", "53300":
+		return false
+	}
+	return true
+}
+
+var interpret = sqlbuild.Interpreter(class, constraint, mayHaveRun)
 
 // Interpret classifies a driver error by its SQLSTATE.
 func (pgDialect) Interpret(err error) error { return interpret(err) }

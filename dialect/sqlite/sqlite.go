@@ -46,9 +46,7 @@ func quoteColumn(ident string) string { return sqlbuild.QuotePart(ident, '"') }
 
 // Detect asks for the SQLite library's version, a function only SQLite has.
 func (sqliteDialect) Detect(ctx context.Context, q dialect.Querier) bool {
-	var v string
-	err := sqlbuild.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&v) })
-	return err == nil && v != ""
+	return sqlbuild.Answers(ctx, q, `SELECT sqlite_version()`)
 }
 
 func splitName(table string) (schema, name string) {
@@ -152,6 +150,8 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 const (
 	codeBusy             = 5
 	codeLocked           = 6
+	codeIOErr            = 10
+	codeCantOpen         = 14
 	codeTooBig           = 18
 	codeMismatch         = 20
 	codeBusySnapshot     = 517
@@ -177,6 +177,8 @@ func class(err error) dialect.Class {
 	switch {
 	case c == codeBusySnapshot:
 		return dialect.ClassSerialization
+	case c&0xff == codeIOErr || c&0xff == codeCantOpen:
+		return dialect.ClassConnection
 	case c&0xff == codeBusy || c&0xff == codeLocked:
 		return dialect.ClassBusy
 	case c == codeConstraintUnique || c == codeConstraintPK:
@@ -191,7 +193,14 @@ func class(err error) dialect.Class {
 	return dialect.ClassOther
 }
 
-var interpret = sqlbuild.Interpreter(class, constraint)
+// mayHaveRun: a file that could not be opened ran nothing; an I/O error
+// may have come after part of a write.
+func mayHaveRun(err error) bool {
+	c, _ := code(err)
+	return c&0xff != codeCantOpen
+}
+
+var interpret = sqlbuild.Interpreter(class, constraint, mayHaveRun)
 
 // Interpret classifies a driver error by its extended result code.
 func (sqliteDialect) Interpret(err error) error { return interpret(err) }

@@ -15,6 +15,8 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,7 @@ import (
 	"github.com/getorcreate/getorcreate/dialect/mysql"
 	"github.com/getorcreate/getorcreate/dialect/postgres"
 	"github.com/getorcreate/getorcreate/internal/dsn"
+	"github.com/getorcreate/getorcreate/internal/faultproxy"
 	"github.com/getorcreate/getorcreate/pgxv5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/lib/pq" // the "postgres" driver, for the postgres-pq variant
@@ -310,3 +313,29 @@ var TagsDDL = map[string]string{
 
 // Describe is a short name for messages: "postgres (15.4)".
 func (d *DB) Describe() string { return fmt.Sprintf("%s", d.Name) }
+
+// ThroughProxy starts a fault proxy in front of d's server (closed when t
+// ends) and returns the project DSN that reaches the server through it,
+// for tests that cut connections. It skips t on SQLite, which has no
+// connection to cut.
+func (d *DB) ThroughProxy(t testing.TB) (string, *faultproxy.Proxy) {
+	t.Helper()
+	if d.Kind == "sqlite" {
+		t.Skip("SQLite has no connection to cut")
+	}
+	u, err := url.Parse(d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), map[string]string{"postgres": "5432", "mysql": "3306"}[d.Kind])
+	}
+	p, err := faultproxy.Start(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	u.Host = p.Addr()
+	return u.String(), p
+}

@@ -30,7 +30,14 @@ func prefix() string {
 // unavailable), and drops the prefix's tables when t ends.
 func openDB(t testing.TB, d *testdb.DB, pfx string) *sql.DB {
 	t.Helper()
-	db, _, err := dsn.Open(context.Background(), d.DSN)
+	return openDSN(t, d, d.DSN, pfx)
+}
+
+// openDSN opens a pool on dsnStr, which reaches d (through a fault proxy,
+// say), for a test of its own.
+func openDSN(t testing.TB, d *testdb.DB, dsnStr, pfx string) *sql.DB {
+	t.Helper()
+	db, _, err := dsn.Open(context.Background(), dsnStr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +60,14 @@ func quietLogger() *slog.Logger {
 // startServer migrates a fresh schema on d and serves it.
 func startServer(t testing.TB, d *testdb.DB, opts tagd.Options) (*httptest.Server, *tagd.Store) {
 	t.Helper()
+	return startServerDSN(t, d, d.DSN, opts)
+}
+
+// startServerDSN is startServer on a DSN that reaches d another way.
+func startServerDSN(t testing.TB, d *testdb.DB, dsnStr string, opts tagd.Options) (*httptest.Server, *tagd.Store) {
+	t.Helper()
 	pfx := prefix()
-	db := openDB(t, d, pfx)
+	db := openDSN(t, d, dsnStr, pfx)
 	store, err := tagd.OpenStore(context.Background(), db, d.Kind, pfx)
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
-	"database/sql"
-	"database/sql/driver"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -19,7 +17,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -210,7 +207,12 @@ func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
 }
 
 // storeError answers a failed store call: the client's mistake is 400, an
-// unknown tag 404, and a database that is down, overloaded or too slow 503.
+// unknown tag 404, a database that is down, overloaded or too slow 503
+// (nothing was written: retrying is safe), and a write whose outcome is
+// unknown, because the connection was lost after it may have committed,
+// 500 with the code outcome_unknown (retrying could count it twice). The
+// library classifies every database error; nothing here reads a driver's
+// codes.
 func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ie *InputError
 	switch {
@@ -223,49 +225,22 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, getorcreate.ErrValueTooLong), errors.Is(err, getorcreate.ErrInvalidValue):
 		s.fail(w, r, http.StatusBadRequest, "invalid_value", err.Error())
 		return
+	case errors.Is(err, getorcreate.ErrIndeterminate):
+		s.log.Warn("write outcome unknown", "err", err, "path", r.URL.Path)
+		s.fail(w, r, http.StatusInternalServerError, "outcome_unknown", "the connection to the database was lost after the write was sent: it may or may not have been applied")
+		return
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads this answer.
 		s.fail(w, r, http.StatusServiceUnavailable, "canceled", "request canceled")
 		return
-	}
-	unavailable := getorcreate.IsRetryable(err) || errors.Is(err, getorcreate.ErrLostRace) ||
-		errors.Is(err, context.DeadlineExceeded) || connectionLost(err) || !s.dbReachable(r.Context())
-	if unavailable {
+	case getorcreate.IsRetryable(err), errors.Is(err, context.DeadlineExceeded):
 		s.log.Warn("database unavailable", "err", err, "path", r.URL.Path)
 		w.Header().Set("Retry-After", "1")
-		s.fail(w, r, http.StatusServiceUnavailable, "database_unavailable", "the database is unavailable or overloaded; retry shortly")
+		s.fail(w, r, http.StatusServiceUnavailable, "database_unavailable", "the database is unavailable or overloaded; nothing was written; retry shortly")
 		return
 	}
 	s.log.Error("store failed", "err", err, "path", r.URL.Path)
 	s.fail(w, r, http.StatusInternalServerError, "internal", "internal error; see the server log")
-}
-
-// connectionLost reports an error of a connection that broke or was refused
-// (a database restart, a killed session, too many connections): the
-// database is unavailable for now, whatever a ping says a moment later. The
-// request is not retried here: a write whose connection broke may or may
-// not have committed, and only the client can decide to send it again.
-func connectionLost(err error) bool {
-	var ne net.Error
-	var st interface{ SQLState() string } // pgx's *pgconn.PgError
-	switch {
-	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
-		errors.As(err, &ne):
-		return true
-	case errors.As(err, &st):
-		// Class 08: connection exception; 57P01-57P03: the server is shutting
-		// down or starting; 53300: too many connections.
-		c := st.SQLState()
-		return strings.HasPrefix(c, "08") || c == "57P01" || c == "57P02" || c == "57P03" || c == "53300"
-	}
-	return false
-}
-
-func (s *Server) dbReachable(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	return s.store.db.PingContext(ctx) == nil
 }
 
 // decode reads a JSON body into v: application/json only, at most

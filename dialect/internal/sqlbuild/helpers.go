@@ -98,3 +98,10 @@ func (c *StmtCache) Get(n int, build func(int) Stmt) Stmt {
 	c.m.Store(n, st)
 	return st
 }
+
+// Answers reports whether query, a probe of one text column, runs on q and
+// returns a non-empty value: how a dialect recognises its server.
+func Answers(ctx context.Context, q dialect.Querier, query string) bool {
+	v, err := QueryStrings(ctx, q, query)
+	return err == nil && len(v) == 1 && v[0] != ""
+}

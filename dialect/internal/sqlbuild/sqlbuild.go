@@ -7,7 +7,12 @@ package sqlbuild
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
+	"io"
+	"net"
+	"syscall"
 
 	"github.com/getorcreate/getorcreate/dialect"
 )
@@ -58,10 +63,12 @@ func (c classifiedBulk) UpdateOrCreateMany(ctx context.Context, q dialect.Querie
 	return c.in(c.p.UpdateOrCreateMany(ctx, q, b))
 }
 
-// Interpreter builds a dialect's Interpret from its classification of
-// driver errors: nil stays nil, an *dialect.Error stays as it is, anything
-// else gets its class and constraint.
-func Interpreter(class func(error) dialect.Class, constraint func(error) string) func(error) error {
+// Interpreter builds a dialect's Interpret from its reading of driver
+// errors: nil stays nil, an *dialect.Error stays as it is, anything else
+// gets its class, its constraint, and for a lost connection whether the
+// statement may have run. A network error that no class claims is a lost
+// connection too (see Network).
+func Interpreter(class func(error) dialect.Class, constraint func(error) string, mayHaveRun func(error) bool) func(error) error {
 	return func(err error) error {
 		if err == nil {
 			return nil
@@ -70,11 +77,41 @@ func Interpreter(class func(error) dialect.Class, constraint func(error) string)
 			return err
 		}
 		e := &dialect.Error{Class: class(err), Err: err}
+		if e.Class == dialect.ClassOther {
+			if lost, sent := Network(err); lost {
+				e.Class, e.MayHaveRun = dialect.ClassConnection, sent
+			}
+		} else if e.Class == dialect.ClassConnection {
+			e.MayHaveRun = mayHaveRun(err)
+		}
 		if e.Class == dialect.ClassUnique {
 			e.Constraint = constraint(err)
 		}
 		return e
 	}
+}
+
+// Network reads the errors every driver shares for a connection that
+// broke or was refused: lost reports one, and mayHaveRun whether a
+// statement may have been sent on it before it broke. database/sql's
+// driver.ErrBadConn means the driver sent nothing (database/sql retries
+// those itself, on another connection, and returns it only when that
+// failed too); a refused or failed dial sent nothing either.
+func Network(err error) (lost, mayHaveRun bool) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false, false
+	}
+	var op *net.OpError
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.Is(err, syscall.ECONNREFUSED):
+		return true, false
+	case errors.As(err, &op) && op.Op == "dial":
+		return true, false
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed), errors.As(err, &op):
+		return true, true
+	}
+	return false, false
 }
 
 // Pieces splits n rows into pieces whose sizes are powers of two, largest
