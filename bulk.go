@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -199,34 +200,38 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 func (t *tableCore) keyString(values []any) string {
 	var b strings.Builder
 	for _, p := range t.keyPos {
-		v := values[p]
-		if mapping.IsNull(v) {
-			b.WriteString("N;")
-			continue
-		}
-		if dv, ok := v.(driver.Valuer); ok {
-			if x, err := dv.Value(); err == nil {
-				v = x
-			}
-		}
-		rv := reflect.ValueOf(v)
-		for rv.Kind() == reflect.Pointer && !rv.IsNil() {
-			rv = rv.Elem()
-		}
-		if rv.IsValid() {
-			v = rv.Interface()
-		}
-		var s string
-		if tm, ok := v.(time.Time); ok {
-			// By instant, in UTC, without the monotonic reading: equal
-			// instants merge, and keys sort the same in every process.
-			s = "time.Time:" + tm.UTC().Format("2006-01-02T15:04:05.000000000")
-		} else {
-			s = fmt.Sprintf("%T:%v", v, v)
-		}
-		fmt.Fprintf(&b, "%d:%s;", len(s), s)
+		b.WriteString(valueString(values[p]))
 	}
 	return b.String()
+}
+
+// valueString encodes one value exactly and length-prefixed: its type and
+// its value, a time.Time by its instant in UTC (without the monotonic
+// reading, so equal instants encode alike and sort the same in every
+// process), NULL as N.
+func valueString(v any) string {
+	if mapping.IsNull(v) {
+		return "N;"
+	}
+	if dv, ok := v.(driver.Valuer); ok {
+		if x, err := dv.Value(); err == nil {
+			v = x
+		}
+	}
+	rv := reflect.ValueOf(v)
+	for rv.Kind() == reflect.Pointer && !rv.IsNil() {
+		rv = rv.Elem()
+	}
+	if rv.IsValid() {
+		v = rv.Interface()
+	}
+	var s string
+	if tm, ok := v.(time.Time); ok {
+		s = "time.Time:" + tm.UTC().Format("2006-01-02T15:04:05.000000000")
+	} else {
+		s = fmt.Sprintf("%T:%v", v, v)
+	}
+	return strconv.Itoa(len(s)) + ":" + s + ";"
 }
 
 // blame finds which input made a batch fail with a data error (a conflict

@@ -68,6 +68,12 @@ var (
 	// Result.MaybeCreated for the calls the library does retry, and
 	// package docs for making any write safe to retry).
 	ErrIndeterminate error = indeterminate{}
+	// ErrRequestReused: UpdateOrCreateOnce was given a request id that the
+	// ledger holds for a different request (other values or updates).
+	ErrRequestReused = errors.New("request id already used for a different request")
+	// ErrInvalidRequestID: a request id is empty or too long for the
+	// ledger (MaxRequestIDLength).
+	ErrInvalidRequestID = errors.New("invalid request id")
 )
 
 type indeterminate struct{}
@@ -187,7 +193,7 @@ func Kind(err error) error {
 
 // kinds are the sentinels a wrapped error may match directly, the more
 // precise first.
-var kinds = []error{ErrIndeterminate, ErrConnection, ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate}
+var kinds = []error{ErrIndeterminate, ErrConnection, ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate, ErrRequestReused, ErrInvalidRequestID}
 
 // kindOf maps a dialect's error to a sentinel.
 func kindOf(de *dialect.Error) error {

@@ -29,6 +29,9 @@ type Config struct {
 	Order Order
 	// Tracer, when set, observes every call (see Tracer).
 	Tracer Tracer
+	// Ledger, when set, records the request ids of UpdateOrCreateOnce. It
+	// must be on the same database as the table.
+	Ledger *Ledger
 	// Dialect, when set, is used instead of finding the database's dialect
 	// from the driver or the server: one of the values the packages under
 	// dialect/ export, such as postgres.Dialect.
@@ -74,6 +77,10 @@ type Result[T any] struct {
 	// caller that sees neither Created nor MaybeCreated knows another
 	// caller created the row, or that it existed.
 	MaybeCreated bool
+	// Replayed is set by UpdateOrCreateOnce when the request id had been
+	// applied before: Row and Created are that first outcome, and nothing
+	// was written this time.
+	Replayed bool
 }
 
 // Table is a handle on one table, with the struct mapping and the SQL built
@@ -94,6 +101,7 @@ type tableCore struct {
 	retry  RetryPolicy
 	order  Order
 	tracer Tracer
+	ledger *Ledger
 	keyPos []int // positions of the key fields
 	// nullKeyOK[i] is true when key column i may be NULL and the index
 	// treats NULLs as equal.
@@ -158,7 +166,7 @@ func OpenDriver[T any](ctx context.Context, d dialect.Dialect, q dialect.Querier
 	if err != nil {
 		return nil, &SchemaError{Table: cfg.Table, Key: cfg.Key, Kind: ErrMapping, Problem: err.Error()}
 	}
-	t := &Table[T]{tableCore{name: cfg.Table, d: d, own: q, beg: b, m: m, retry: cfg.Retry.orDefault(), order: cfg.Order, tracer: cfg.Tracer}}
+	t := &Table[T]{tableCore{name: cfg.Table, d: d, own: q, beg: b, m: m, retry: cfg.Retry.orDefault(), order: cfg.Order, tracer: cfg.Tracer, ledger: cfg.Ledger}}
 	if err := t.inspect(ctx, cfg); err != nil {
 		return nil, err
 	}

@@ -333,6 +333,10 @@ type Dialect interface {
 	// CreateIndexDDL is the statement that would create a unique index on
 	// the columns.
 	CreateIndexDDL(table string, columns []string) string
+	// LedgerDDL is the statements that create a request ledger table
+	// (request_id, fingerprint, outcome, created_unix_ms), if it does not
+	// exist.
+	LedgerDDL(table string) []string
 }
 
 // ErrNoTable is returned by Inspect when the table does not exist.

@@ -238,6 +238,12 @@ func constraint(err error) string {
 	return name
 }
 
+// LedgerDDL: request ids compare byte for byte (utf8mb4_nopad_bin: no
+// case folding, trailing spaces count).
+func (myDialect) LedgerDDL(table string) []string {
+	return []string{"CREATE TABLE IF NOT EXISTS " + quote(table) + " (request_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL PRIMARY KEY, fingerprint CHAR(64) NOT NULL, outcome LONGTEXT NOT NULL, created_unix_ms BIGINT NOT NULL, INDEX (created_unix_ms)) ENGINE=InnoDB"}
+}
+
 func (myDialect) CreateIndexDDL(table string, cols []string) string {
 	return fmt.Sprintf("ALTER TABLE %s ADD UNIQUE INDEX %s (%s)", quote(table), quoteColumn(sqlbuild.IndexName(table, cols)), sqlbuild.QuoteList(quoteColumn, cols))
 }

@@ -219,6 +219,14 @@ var interpret = sqlbuild.Interpreter(class, constraint, mayHaveRun)
 // Interpret classifies a driver error by its SQLSTATE.
 func (pgDialect) Interpret(err error) error { return interpret(err) }
 
+func (pgDialect) LedgerDDL(table string) []string {
+	t := quote(table)
+	return []string{
+		"CREATE TABLE IF NOT EXISTS " + t + " (request_id text PRIMARY KEY, fingerprint text NOT NULL, outcome text NOT NULL, created_unix_ms bigint NOT NULL)",
+		"CREATE INDEX IF NOT EXISTS " + quoteColumn(sqlbuild.IndexName(table, []string{"created"})) + " ON " + t + " (created_unix_ms)",
+	}
+}
+
 func (pgDialect) CreateIndexDDL(table string, cols []string) string {
 	return fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", quoteColumn(sqlbuild.IndexName(table, cols)), quote(table), sqlbuild.QuoteList(quoteColumn, cols))
 }

@@ -219,6 +219,14 @@ func constraint(err error) string {
 	return after
 }
 
+func (sqliteDialect) LedgerDDL(table string) []string {
+	t := quote(table)
+	return []string{
+		"CREATE TABLE IF NOT EXISTS " + t + " (request_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, outcome TEXT NOT NULL, created_unix_ms INTEGER NOT NULL)",
+		"CREATE INDEX IF NOT EXISTS " + quoteColumn(sqlbuild.IndexName(table, []string{"created"})) + " ON " + t + " (created_unix_ms)",
+	}
+}
+
 func (sqliteDialect) CreateIndexDDL(table string, cols []string) string {
 	return fmt.Sprintf("CREATE UNIQUE INDEX %s ON %s (%s)", quoteColumn(sqlbuild.IndexName(table, cols)), quote(table), sqlbuild.QuoteList(quoteColumn, cols))
 }

@@ -1,0 +1,218 @@
+package getorcreate
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/getorcreate/getorcreate/dialect"
+)
+
+// Ledger is a table of request ids that makes a write safe to send again:
+// UpdateOrCreateOnce records the request's id and first outcome in the
+// same transaction as its write, so that the write takes effect once
+// however many times the request is sent. Open it with OpenLedger, give it
+// to a table in Config.Ledger, and expire old ids with Expire.
+//
+// The ledger is itself a get-or-create on its request_id column, so
+// concurrent duplicates of one request are decided by the ledger's unique
+// index: the first to commit wins, the others roll their write back and
+// return its outcome.
+type Ledger struct {
+	t  *Table[ledgerEntry]
+	db *sql.DB
+}
+
+// ledgerEntry is one row of a ledger: the request, its fingerprint (what
+// was asked, to tell a resend from a reused id), and the first outcome.
+type ledgerEntry struct {
+	RequestID   string `db:"request_id"`
+	Fingerprint string `db:"fingerprint"`
+	Outcome     string `db:"outcome"`
+	CreatedAt   int64  `db:"created_unix_ms"`
+}
+
+// MaxRequestIDLength is the longest request id a ledger keeps, in bytes.
+const MaxRequestIDLength = 255
+
+// OpenLedger opens the ledger table on db. It returns a *SchemaError
+// (ErrNoTable, with the DDL as Fix) when the table does not exist; see
+// CreateLedger.
+func OpenLedger(ctx context.Context, db *sql.DB, table string) (*Ledger, error) {
+	t, err := OpenConfig[ledgerEntry](ctx, db, Config{Table: table, Key: []string{"request_id"}, Order: WriteFirst})
+	var se *SchemaError
+	if errors.As(err, &se) && se.Kind == ErrNoTable {
+		if d, derr := dialectOf(ctx, db, Config{}); derr == nil {
+			se.Fix = joinDDL(d.LedgerDDL(table))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Ledger{t: t, db: db}, nil
+}
+
+// CreateLedger creates the ledger table on db if it does not exist, and
+// opens it.
+func CreateLedger(ctx context.Context, db *sql.DB, table string) (*Ledger, error) {
+	d, err := dialectOf(ctx, db, Config{})
+	if err != nil {
+		return nil, err
+	}
+	for _, stmt := range d.LedgerDDL(table) {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("getorcreate: creating ledger %s: %w", table, err)
+		}
+	}
+	return OpenLedger(ctx, db, table)
+}
+
+func joinDDL(stmts []string) string {
+	var s string
+	for _, st := range stmts {
+		s += st + "; "
+	}
+	return s
+}
+
+// Expire deletes the ids recorded before the given time and reports how
+// many. A request sent again with an expired id is applied again: keep
+// ids for longer than any client retries (tagd keeps them 24 hours).
+func (l *Ledger) Expire(ctx context.Context, before time.Time) (int64, error) {
+	// The bound is an integer written into the text: no placeholder
+	// syntax to choose, nothing to quote.
+	q := fmt.Sprintf("DELETE FROM %s WHERE created_unix_ms < %d", l.t.d.Quote(l.t.name), before.UnixMilli())
+	res, err := l.db.ExecContext(ctx, q)
+	if err != nil {
+		return 0, l.t.wrap("Expire", l.t.d.Interpret(err))
+	}
+	return res.RowsAffected()
+}
+
+// UpdateOrCreateOnce is UpdateOrCreate applied at most once per request
+// id, with the table's Config.Ledger. The first call with an id applies
+// the updates (or creates the row) and records the id and the result in
+// the same transaction; a later call with the same id, or one running at
+// the same time, writes nothing and returns that first result with
+// Replayed set. A call whose id was recorded for a different request (other
+// values or updates) fails with ErrRequestReused.
+//
+// Because the ledger decides, the call is retried after any lost
+// connection, an indeterminate one included: this is how to make Add or
+// Expr safe to retry. It costs the ledger's get-or-create and a
+// transaction of its own (see the README's statement counts).
+func (t *Table[T]) UpdateOrCreateOnce(ctx context.Context, requestID string, row T, updates ...Update) (Result[T], error) {
+	const op = "UpdateOrCreateOnce"
+	res := Result[T]{Row: row}
+	if t.ledger == nil {
+		return res, t.errf(op, ErrInvalidUpdate, "the table has no ledger: set Config.Ledger (see OpenLedger)")
+	}
+	if requestID == "" || len(requestID) > MaxRequestIDLength {
+		return res, t.errf(op, ErrInvalidRequestID, "a request id must be 1 to %d bytes long, not %d", MaxRequestIDLength, len(requestID))
+	}
+	ctx, tc := t.startTrace(ctx, op, false, 1)
+	c, sk, err := t.call(op, &res, false)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return res, err
+	}
+	kind := opUpdate
+	if len(updates) == 0 {
+		kind = opGet
+	}
+	plan, err := t.plan(kind, sk, updates)
+	if err != nil {
+		tc.end(ctx, PathFailed, 0, 0, err)
+		return res, err
+	}
+	c.UpdateArgs = bindArgs(updates, nil)
+	fp := t.fingerprint(c.Values, updates)
+	var first *ledgerEntry
+	fn := func() (bool, error) {
+		first = nil
+		return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) {
+			var created bool
+			var err error
+			if kind == opUpdate {
+				created, err = plan.UpdateOrCreate(ctx, tx, c)
+			} else {
+				created, err = plan.GetOrCreate(ctx, tx, c)
+			}
+			if err != nil {
+				return false, err
+			}
+			outcome, err := json.Marshal(ledgerOutcome[T]{Created: created, Row: res.Row})
+			if err != nil {
+				return false, t.errf(op, ErrInvalidValue, "the result cannot be recorded as JSON: %v", err)
+			}
+			e, err := t.ledger.t.getOrCreate(ctx, tx, true, ledgerEntry{RequestID: requestID, Fingerprint: fp, Outcome: string(outcome), CreatedAt: time.Now().UnixMilli()}, nil)
+			if err != nil {
+				return false, err
+			}
+			if !e.Created {
+				// Applied before (or just now, by a duplicate that
+				// committed first): undo this write.
+				first = &e.Row
+				return false, errReplay
+			}
+			return created, nil
+		})
+	}
+	var o outcome
+	res.Created, o, err = t.run(ctx, tc, op, mode{idempotent: true}, fn)
+	res.Attempts = o.attempts
+	if errors.Is(err, errReplay) && first != nil {
+		res, err = t.replay(op, first, fp)
+		res.Attempts = o.attempts
+		tc.end(ctx, PathExisting, 0, o.attempts, err)
+		return res, err
+	}
+	tc.end(ctx, pathOf(c, res.Created, kind == opUpdate), b2i(res.Created), o.attempts, err)
+	if err != nil {
+		return Result[T]{Row: row, Attempts: o.attempts}, err
+	}
+	t.learn(!res.Created)
+	return res, nil
+}
+
+// errReplay rolls back a write whose request id the ledger already holds.
+var errReplay = errors.New("request already applied")
+
+// ledgerOutcome is what a ledger records of a call's result.
+type ledgerOutcome[T any] struct {
+	Created bool `json:"created"`
+	Row     T    `json:"row"`
+}
+
+// replay returns the first outcome of a request, or ErrRequestReused when
+// the id was recorded for another request.
+func (t *Table[T]) replay(op string, e *ledgerEntry, fp string) (Result[T], error) {
+	if e.Fingerprint != fp {
+		return Result[T]{}, t.errf(op, ErrRequestReused, "request id %q was recorded for a different request", e.RequestID)
+	}
+	var lo ledgerOutcome[T]
+	if err := json.Unmarshal([]byte(e.Outcome), &lo); err != nil {
+		return Result[T]{}, t.errf(op, ErrInvalidValue, "the recorded outcome of request %q cannot be read: %v", e.RequestID, err)
+	}
+	return Result[T]{Row: lo.Row, Created: lo.Created, Replayed: true}, nil
+}
+
+// fingerprint identifies what a request asks for: the table, every value
+// and the updates with their bound values.
+func (t *tableCore) fingerprint(values []any, ups []Update) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:%s;", len(t.name), t.name)
+	for i := range values {
+		h.Write([]byte(valueString(values[i])))
+	}
+	h.Write([]byte(signature(ups)))
+	for _, a := range bindArgs(ups, nil) {
+		h.Write([]byte(valueString(a)))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
