@@ -339,3 +339,19 @@ func (d *DB) ThroughProxy(t testing.TB) (string, *faultproxy.Proxy) {
 	u.Host = p.Addr()
 	return u.String(), p
 }
+
+// FreshPgxPool opens a pgx pool of its own on the DSN, closed when t ends.
+func FreshPgxPool(t testing.TB, s string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = MaxConns
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
