@@ -131,3 +131,52 @@ func ExampleOpen_noUniqueIndex() {
 	// Output:
 	// CREATE UNIQUE INDEX "notes_title_key" ON "notes" ("title");
 }
+
+func ExampleTable_UpdateOrCreateOnce() {
+	db, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+
+	ledger, err := getorcreate.CreateLedger(ctx, db, "requests")
+	if err != nil {
+		panic(err)
+	}
+	tags, _ := getorcreate.OpenConfig[ExampleTag](ctx, db, getorcreate.Config{Table: "tags", Key: []string{"name"}, Ledger: ledger})
+	// A client sends the same request three times (its answers were lost):
+	// the increment is applied once, and each resend gets the first outcome.
+	for range 3 {
+		res, err := tags.UpdateOrCreateOnce(ctx, "request-7f3a", ExampleTag{Name: "go", Count: 1}, getorcreate.Add("count", 1))
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(res.Row.Count, res.Created, res.Replayed)
+	}
+	// Output:
+	// 1 true false
+	// 1 true true
+	// 1 true true
+}
+
+func ExampleTracer() {
+	db, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+
+	tags, _ := getorcreate.OpenConfig[ExampleTag](ctx, db, getorcreate.Config{Table: "tags", Key: []string{"name"}, Tracer: printTracer{}})
+	tags.GetOrCreate(ctx, ExampleTag{Name: "go"})
+	tags.GetOrCreate(ctx, ExampleTag{Name: "go"})
+	// Output:
+	// GetOrCreate tags: created, 2 statements, 1 attempt
+	// GetOrCreate tags: existing, 1 statements, 1 attempt
+}
+
+// printTracer prints one line per call.
+type printTracer struct{}
+
+func (printTracer) TraceCallStart(ctx context.Context, _ getorcreate.TraceCallStartData) context.Context {
+	return ctx
+}
+
+func (printTracer) TraceCallEnd(_ context.Context, d getorcreate.TraceCallEndData) {
+	fmt.Printf("%s %s: %s, %d statements, %d attempt\n", d.Op, d.Table, d.Path, d.Statements, d.Attempts)
+}
