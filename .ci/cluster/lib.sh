@@ -157,8 +157,13 @@ show_log() {
 
 # as_user USER CMD...: run CMD as an OS user, without a login shell (setpriv
 # execs, so a pid taken from spawn is the server's own pid).
+# as_user_argv USER sets the array AS_USER to that prefix, for spawn.
+as_user_argv() {
+  AS_USER=(setpriv --reuid="$1" --regid="$1" --init-groups env HOME="$GOC_CLUSTER_DIR")
+}
 as_user() {
   local u=$1
   shift
-  setpriv --reuid="$u" --regid="$u" --init-groups env HOME="$GOC_CLUSTER_DIR" "$@"
+  as_user_argv "$u"
+  "${AS_USER[@]}" "$@"
 }
