@@ -67,7 +67,7 @@ read_pid() {
   local f=$1
   [ -s "$f" ] || return 1
   local p
-  p=$(head -1 "$f" | tr -dc 0-9)
+  p=$(head -1 "$f" 2>/dev/null | tr -dc 0-9)
   [ -n "$p" ] || return 1
   echo "$p"
 }
@@ -83,7 +83,14 @@ pid_ours() {
   [[ $cmd == *"$marker"* ]]
 }
 
-pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# pid_alive PID: running (a zombie waiting for its reaper counts as gone).
+pid_alive() {
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
+  local st
+  st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+pid_gone() { ! pid_alive "$1"; }
 
 # pgid_of PID: its process group, empty if gone.
 pgid_of() { { ps -o pgid= -p "$1" 2>/dev/null || true; } | tr -d ' '; }
@@ -95,10 +102,10 @@ stop_pid() {
   local pid=$1 sig=$2 t=$3 pgid
   pgid=$(pgid_of "$pid")
   kill "-$sig" "$pid" 2>/dev/null || true
-  if ! wait_until "$t" "pid $pid to exit after SIG$sig" bash -c "! kill -0 $pid 2>/dev/null"; then
+  if ! wait_until "$t" "pid $pid to exit after SIG$sig" pid_gone "$pid"; then
     log "pid $pid still running; SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    wait_until 10 "pid $pid to exit after SIGKILL" bash -c "! kill -0 $pid 2>/dev/null" || true
+    wait_until 10 "pid $pid to exit after SIGKILL" pid_gone "$pid" || true
   fi
   if [ -n "$pgid" ] && [ "$pgid" = "$pid" ]; then
     kill -KILL -- "-$pgid" 2>/dev/null || true
@@ -116,7 +123,7 @@ kill9_group() {
   fi
   # shellcheck disable=SC2086
   kill -KILL "$pid" $kids 2>/dev/null || true
-  wait_until 10 "pid $pid to die" bash -c "! kill -0 $pid 2>/dev/null"
+  wait_until 10 "pid $pid to die" pid_gone "$pid"
 }
 
 # kill_group_members PGID MARKER: SIGKILL each member of process group PGID
