@@ -11,6 +11,37 @@ GOC_CLUSTER_DIR=${GOC_CLUSTER_DIR:-/tmp/goc-cluster}
 CLUSTER_BIN=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
+# Long helpers (initdb, pg_basebackup, mariadb-install-db, pg_ctl) run
+# through run(), so that a SIGTERM/SIGINT/SIGHUP of the script reaches them
+# at once instead of leaving them writing into a state directory that
+# 'down' is removing.
+CHILD_PID=
+_on_signal() {
+  local sig=$1
+  if [ -n "$CHILD_PID" ]; then
+    # The child leads its own process group (run starts it with setsid):
+    # TERM all of it (background commands of a script ignore SIGINT).
+    kill -TERM -- "-$CHILD_PID" 2>/dev/null || kill -TERM "$CHILD_PID" 2>/dev/null || true
+    wait "$CHILD_PID" 2>/dev/null || true
+  fi
+  log "interrupted by SIG$sig"
+  exit $((128 + $(kill -l "$sig")))
+}
+trap '_on_signal TERM' TERM
+trap '_on_signal INT' INT
+trap '_on_signal HUP' HUP
+
+# run CMD...: run the external command CMD (not a shell function) as a
+# child that a signal to this script also stops, with its children.
+run() {
+  local rc=0
+  setsid -w "$@" &
+  CHILD_PID=$!
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=
+  return "$rc"
+}
+
 log() { printf '[%s %s] %s\n' "$(date +%T.%3N)" "${GOC_COMPONENT:-cluster}" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
