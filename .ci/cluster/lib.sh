@@ -59,6 +59,13 @@ require_root() {
 ensure_state_root() {
   mkdir -p "$GOC_CLUSTER_DIR"
   chmod 755 "$GOC_CLUSTER_DIR"
+  # The servers run as mysql and postgres: they must reach the directory.
+  local u
+  for u in mysql postgres; do
+    id "$u" >/dev/null 2>&1 || continue
+    setpriv --reuid="$u" --regid="$u" --init-groups test -x "$GOC_CLUSTER_DIR" ||
+      die "the $u OS user cannot enter $GOC_CLUSTER_DIR (a parent directory is closed to it); set GOC_CLUSTER_DIR elsewhere, e.g. under /tmp"
+  done
 }
 
 # remove_state_root: drop $GOC_CLUSTER_DIR once no component is left in it.
