@@ -255,23 +255,27 @@ func TestSessionKiller(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pool := testdb.FreshPool(t, db.DSN)
+		own, listQ := db.OwnSessions(t)
+		pool := testdb.FreshPool(t, own)
+		l, err = getorcreate.OpenLedger(ctx, pool, l.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
 		cfg := getorcreate.Config{Table: table, Key: []string{"name"}, Ledger: l, Dialect: db.Dialect}
 		var tags *getorcreate.Table[Tag]
 		var sessions func() []int64
 		if db.Pool != nil {
-			pp := testdb.FreshPgxPool(t, db.DSN)
+			pp := testdb.FreshPgxPool(t, own)
 			if tags, err = pgxv5.OpenConfig[Tag](ctx, pp, cfg); err != nil {
 				t.Fatal(err)
 			}
 		} else if tags, err = getorcreate.OpenConfig[Tag](ctx, pool, cfg); err != nil {
 			t.Fatal(err)
 		}
-		// The sessions to kill: every one connected as the test's user to
-		// the test's database, except the test's own checks'.
-		listQ, killQ := `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state = 'idle' AND query NOT LIKE '%pg_stat_activity%'`, `SELECT pg_terminate_backend(%d)`
+		// The sessions to kill: the table's pool's own, idle or busy.
+		killQ := `SELECT pg_terminate_backend(%d)`
 		if db.Kind == "mysql" {
-			listQ, killQ = `SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND COMMAND = 'Sleep'`, `KILL %d`
+			killQ = `KILL %d`
 		}
 		killer := testdb.FreshPool(t, db.DSN)
 		sessions = func() []int64 {

@@ -80,6 +80,9 @@ func joinDDL(stmts []string) string {
 	return s
 }
 
+// Name returns the ledger table's name.
+func (l *Ledger) Name() string { return l.t.name }
+
 // Expire deletes the ids recorded before the given time and reports how
 // many. A request sent again with an expired id is applied again: keep
 // ids for longer than any client retries (tagd keeps them 24 hours).

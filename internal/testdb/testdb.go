@@ -355,3 +355,43 @@ func FreshPgxPool(t testing.TB, s string) *pgxpool.Pool {
 	t.Cleanup(p.Close)
 	return p
 }
+
+// OwnSessions returns a project DSN for d whose sessions the test can tell
+// apart from every other test's (and from the test's own checks), and a
+// query that lists their ids, for tests that kill sessions: on PostgreSQL a
+// unique application_name, on MariaDB a user of the test's own, dropped
+// when t ends. The ids are what pg_terminate_backend or KILL take.
+func (d *DB) OwnSessions(t testing.TB) (dsnStr, listQuery string) {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	tag := "goc_s" + hex.EncodeToString(b)
+	u, err := url.Parse(d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch d.Kind {
+	case "postgres":
+		q := u.Query()
+		q.Set("application_name", tag)
+		u.RawQuery = q.Encode()
+		return u.String(), "SELECT pid FROM pg_stat_activity WHERE application_name = '" + tag + "'"
+	case "mysql":
+		for _, stmt := range []string{
+			"CREATE USER '" + tag + "'@'127.0.0.1'",
+			"CREATE USER '" + tag + "'@'localhost'",
+			"GRANT ALL ON " + strings.TrimPrefix(u.Path, "/") + ".* TO '" + tag + "'@'127.0.0.1'",
+			"GRANT ALL ON " + strings.TrimPrefix(u.Path, "/") + ".* TO '" + tag + "'@'localhost'",
+		} {
+			d.Exec(t, stmt)
+		}
+		t.Cleanup(func() {
+			d.SQL.Exec("DROP USER IF EXISTS '" + tag + "'@'127.0.0.1'")
+			d.SQL.Exec("DROP USER IF EXISTS '" + tag + "'@'localhost'")
+		})
+		u.User = url.User(tag)
+		return u.String(), "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '" + tag + "' AND COMMAND <> 'Killed'"
+	}
+	t.Skipf("%s has no sessions to kill", d.Kind)
+	return "", ""
+}
