@@ -107,7 +107,10 @@ func RunTxPolicy(ctx context.Context, db *sql.DB, opts *sql.TxOptions, policy Re
 func runTxOnce(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return err
+		// A refused connection (a dead Galera node, a primary being
+		// failed over) surfaces here: as ErrConnection, not the raw dial
+		// error.
+		return Uncommitted(err)
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
@@ -130,16 +133,23 @@ func Committed(err error) error {
 // Uncommitted says that err ended a transaction before its COMMIT was
 // sent: a connection lost then is a definite failure (ErrConnection,
 // retryable), since the server rolls back a transaction whose connection
-// it lost, not an indeterminate one. Other errors are returned as they
-// are. RunTx applies it to fn's error; use it in a transaction loop of
+// it lost, not an indeterminate one; a driver's own error for it comes
+// back wrapped in an *Error of that kind. Other errors are returned as
+// they are. RunTx applies it to fn's error; use it in a transaction loop of
 // your own.
 func Uncommitted(err error) error {
-	if Kind(err) != ErrIndeterminate {
-		return err
-	}
 	var e *Error
-	if errors.As(err, &e) {
-		return uncommitted(err)
+	switch Kind(err) {
+	case ErrIndeterminate:
+		if errors.As(err, &e) {
+			return uncommitted(err)
+		}
+	case ErrConnection:
+		if errors.As(err, &e) {
+			return err
+		}
+	default:
+		return err
 	}
 	return &Error{Op: "transaction", Kind: ErrConnection, Input: -1, Err: err}
 }
