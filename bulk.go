@@ -84,7 +84,15 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 		tc.end(ctx, PathFailed, 0, 0, err)
 		return nil, err
 	}
-	o, err := t.execBulk(ctx, tc, q, bc, func(i int, created bool) { res[i].Created = created })
+	var o outcome
+	if q == nil && !update {
+		bc.order = t.findManyOnReplica(ctx, tc, bc, func(i int) { res[i].FromReplica = true })
+	}
+	if len(bc.order) > 0 {
+		o, err = t.execBulk(ctx, tc, q, bc, func(i int, created bool) { res[i].Created = created })
+	} else {
+		o.attempts = 1
+	}
 	if err != nil {
 		if e, ok := err.(*Error); ok && bc.failed >= 0 {
 			e.Input = bc.failed
@@ -98,7 +106,7 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 	for i := range res {
 		res[i].Attempts = o.attempts
 		if f := bc.first[bc.keys[i]]; f != i {
-			res[i].Row, res[i].Created = res[f].Row, false
+			res[i].Row, res[i].Created, res[i].FromReplica = res[f].Row, false, res[f].FromReplica
 		}
 		res[i].MaybeCreated = o.inDoubt && !res[i].Created
 		created += b2i(res[i].Created)

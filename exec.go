@@ -134,6 +134,14 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 		tc.end(ctx, PathFailed, 0, 0, err)
 		return res, err
 	}
+	if !inTx {
+		if found := t.findOnReplica(ctx, tc, c, sk); found {
+			res.Attempts, res.FromReplica = 1, true
+			tc.end(ctx, PathReplica, 0, 1, nil)
+			t.learn(true)
+			return res, nil
+		}
+	}
 	if create != nil {
 		found, err := t.find(ctx, tc, q, inTx, c, sk)
 		if err != nil || found {

@@ -36,6 +36,12 @@ type Config struct {
 	// from the driver or the server: one of the values the packages under
 	// dialect/ export, such as postgres.Dialect.
 	Dialect dialect.Dialect
+	// Replica, when set, serves the existing-key lookups of GetOrCreate
+	// and GetOrCreateMany: a *sql.DB on a hot standby (or on a pool of
+	// them), or pgxv5.Tx(standbyPool). A key it does not find, and every
+	// write, goes to the primary, where the unique index decides. See
+	// replica.go's notes and FromPrimary for what may be stale.
+	Replica Querier
 }
 
 // Order is which statement a call sends first when both orders are
@@ -81,6 +87,11 @@ type Result[T any] struct {
 	// applied before: Row and Created are that first outcome, and nothing
 	// was written this time.
 	Replayed bool
+	// FromReplica is set when the row was read on Config.Replica: the key
+	// existed there, so Created is false, but the other columns are as
+	// the replica had replayed them, which may be older than the
+	// primary's (see FromPrimary).
+	FromReplica bool
 }
 
 // Table is a handle on one table, with the struct mapping and the SQL built
@@ -102,7 +113,9 @@ type tableCore struct {
 	order  Order
 	tracer Tracer
 	ledger *Ledger
-	keyPos []int // positions of the key fields
+	// replica serves existing-key lookups (Config.Replica), or is nil.
+	replica dialect.Querier
+	keyPos  []int // positions of the key fields
 	// nullKeyOK[i] is true when key column i may be NULL and the index
 	// treats NULLs as equal.
 	nullKeyOK   []bool
@@ -169,6 +182,9 @@ func OpenDriver[T any](ctx context.Context, d dialect.Dialect, q dialect.Querier
 	t := &Table[T]{tableCore{name: cfg.Table, d: d, own: q, beg: b, m: m, retry: cfg.Retry.orDefault(), order: cfg.Order, tracer: cfg.Tracer, ledger: cfg.Ledger}}
 	if err := t.inspect(ctx, cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Replica != nil {
+		t.replica = adapt(cfg.Replica)
 	}
 	return t, nil
 }
