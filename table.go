@@ -150,6 +150,9 @@ func OpenConfig[T any](ctx context.Context, db *sql.DB, cfg Config) (*Table[T], 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSession(ctx, d, db); err != nil {
+		return nil, err
+	}
 	t, err := OpenDriver[T](ctx, d, sqlDB{db: db}, sqlDB{db: db}, cfg)
 	if err == nil && t.feat.PrepareOnce {
 		t.own = sqlDB{db: db, stmts: &stmtCache{db: db}}

@@ -32,6 +32,9 @@ func OpenConfig[T any](ctx context.Context, pool *pgxpool.Pool, cfg getorcreate.
 	if pool == nil {
 		return nil, errors.New("getorcreate/pgxv5: Open: nil pool")
 	}
+	if err := checkPool(ctx, pool); err != nil {
+		return nil, err
+	}
 	p := poolQ{pool}
 	d := cfg.Dialect
 	if d == nil {
