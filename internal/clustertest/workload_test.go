@@ -222,4 +222,3 @@ func stampedes(t *testing.T, kind string, nodes []node, check *sql.DB, table str
 	}
 	return res
 }
-
