@@ -173,6 +173,37 @@ type failoverResult struct {
 	beforeKill int
 }
 
+// checkLedger reads the counter and the ledger's ids, and counts the
+// acknowledged ids the ledger lacks.
+func checkLedger(t *testing.T, db *sql.DB, table string, acked []string) (lost, stored, count int) {
+	t.Helper()
+	if err := db.QueryRow("SELECT count FROM " + table + " WHERE name = 'hot'").Scan(&count); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	rs, err := db.Query("SELECT request_id FROM " + table + "_ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var id string
+		if err := rs.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		have[id] = true
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range acked {
+		if !have[id] {
+			lost++
+		}
+	}
+	return lost, len(have), count
+}
+
 func failoverRun(t *testing.T, callers int, submit func(ctx context.Context, id string) error, kill func() (dead time.Time)) *failoverResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -300,52 +331,20 @@ func TestFailoverOnce(t *testing.T) {
 
 	// Read the new primary through the multi-host DSN, with a pool of
 	// its own (the old one may hold dead connections).
-	after := open(t, multi)
-	var count int64
-	if err := after.QueryRow("SELECT count FROM " + table + " WHERE name = 'hot'").Scan(&count); err != nil {
-		t.Fatal(err)
-	}
-	stored := map[string]bool{}
-	rs, err := after.Query("SELECT request_id FROM " + table + "_ledger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rs.Next() {
-		var id string
-		if err := rs.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		stored[id] = true
-	}
-	if err := rs.Err(); err != nil {
-		t.Fatal(err)
-	}
-	lost := 0
-	for _, id := range res.acked {
-		if !stored[id] {
-			lost++
-		}
-	}
-	acked := map[string]bool{}
-	for _, id := range res.acked {
-		acked[id] = true
-	}
-	extra := 0 // applied but never acknowledged: at most the calls in flight when the test stopped
-	for id := range stored {
-		if !acked[id] {
-			extra++
-		}
-	}
+	lost, stored, count := checkLedger(t, open(t, multi), table, res.acked)
+	// Applied but never acknowledged: none, since every caller resends
+	// until acknowledged.
+	extra := stored - (len(res.acked) - lost)
 	report(t, "PostgreSQL 15 primary + %s standby, kill -9 of the primary, promote, multi-host DSN | %d callers, UpdateOrCreateOnce with request ids | acknowledged %d (%d before the kill), stored %d, count %d, acknowledged lost %d, applied twice %d | errors to callers (each retried with the same id): %s; untyped %d; in doubt %d | kill %.1fs, promote %.1fs; recovery (primary dead to the first acknowledgement of a call sent after that) %.1fs; longest gap without acknowledgements %.1fs | run %.1fs",
-		mode, callers, len(res.acked), res.beforeKill, len(stored), count, lost, int(count)-len(stored), res.errs.String(), len(res.untyped), res.inDoubt,
+		mode, callers, len(res.acked), res.beforeKill, stored, count, lost, count-stored, res.errs.String(), len(res.untyped), res.inDoubt,
 		killTook.Seconds(), promoteTook.Seconds(), res.recovery.Seconds(), res.maxGap.Seconds(), res.elapsed.Seconds())
 	if len(res.untyped) > 0 {
 		t.Errorf("%d errors did not match ErrConnection, first: %v", len(res.untyped), res.untyped[0])
 	}
 	// One increment per stored request id: nothing applied twice, nothing
 	// applied without its id.
-	if count != int64(len(stored)) {
-		t.Errorf("count %d, but %d request ids are stored: applied twice or without an id", count, len(stored))
+	if count != stored {
+		t.Errorf("count %d, but %d request ids are stored: applied twice or without an id", count, stored)
 	}
 	if extra != 0 {
 		t.Errorf("%d request ids stored that no caller saw acknowledged (every caller resends until acknowledged)", extra)
