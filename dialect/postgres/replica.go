@@ -1,8 +1,6 @@
 package postgres
 
 import (
-	"context"
-
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
 )
@@ -26,12 +24,5 @@ func (pgDialect) CompileFindMany(t *dialect.Table, n int) (dialect.FindManyPlan,
 	b.List("t.", t.Columns, sqlbuild.Seq(len(t.Columns)))
 	b.WriteString(" FROM v JOIN " + quote(t.Name) + " t ON ")
 	p.keyJoin(b, "t")
-	return findMany{b.Stmt()}, nil
-}
-
-type findMany struct{ st sqlbuild.Stmt }
-
-func (f findMany) FindMany(ctx context.Context, q dialect.Querier, b *dialect.Batch) ([]bool, error) {
-	found, err := sqlbuild.ScanBatch(ctx, q, f.st.SQL, f.st.BatchArgs(b.Rows, nil), b.Rows, nil)
-	return found, interpret(err)
+	return sqlbuild.FindMany(b.Stmt(), interpret), nil
 }

@@ -18,7 +18,6 @@ const pafHow = "bash .ci/cluster/pgautofailover up"
 // multi-host DSN. Its replication is synchronous (pg_auto_failover's
 // default with a secondary): no acknowledged request may be lost.
 func TestAutoFailoverOnce(t *testing.T) {
-	ctx := context.Background()
 	multi := env(t, "GETORCREATE_PGAUTOFAILOVER", pafHow)
 	bin := env(t, "GETORCREATE_CLUSTER_BIN", pafHow)
 	out, err := exec.Command("bash", bin+"/pgautofailover", "status").CombinedOutput()
@@ -31,12 +30,7 @@ func TestAutoFailoverOnce(t *testing.T) {
 	}
 	primary := string(m[1])
 	db := open(t, multi)
-	table := newTable(t, db, "postgres")
-	ledger, err := getorcreate.CreateLedger(ctx, db, table+"_ledger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tags := openTable(t, db, getorcreate.Config{Table: table, Ledger: ledger})
+	tags, table := ledgerTable(t, db, "postgres", getorcreate.Config{})
 	var killTook time.Duration
 	res := failoverRun(t, 20, func(ctx context.Context, id string) error {
 		_, err := tags.UpdateOrCreateOnce(ctx, id, tag{Name: "hot", Count: 1}, getorcreate.Add("count", 1))

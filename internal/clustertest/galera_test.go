@@ -95,12 +95,11 @@ func TestGaleraNodeKill(t *testing.T) {
 	env(t, "GETORCREATE_CLUSTER_BIN", galeraHow)
 	ctx := context.Background()
 	check := checkDB(t)
-	table := newTable(t, check, "mysql")
-	ledger, err := getorcreate.CreateLedger(ctx, check, table+"_ledger")
+	_, table := ledgerTable(t, check, "mysql", getorcreate.Config{})
+	ledger, err := getorcreate.OpenLedger(ctx, check, table+"_ledger")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { check.Exec("DROP TABLE IF EXISTS " + table + "_ledger") })
 	// The default retry budget (20 retries, backoff up to 500 ms): it
 	// absorbs certification conflicts, and a dead node outlasts it.
 	policy := getorcreate.DefaultRetry

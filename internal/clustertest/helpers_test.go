@@ -147,11 +147,16 @@ func (r *retries) path(p getorcreate.Path) int64 {
 func (r *retries) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.kinds) == 0 {
+	return countsString(r.kinds)
+}
+
+// countsString writes counts by name as "a=1, b=2", or "none".
+func countsString(m map[string]int) string {
+	if len(m) == 0 {
 		return "none"
 	}
 	var parts []string
-	for k, n := range r.kinds {
+	for k, n := range m {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, n))
 	}
 	sort.Strings(parts)
@@ -202,15 +207,7 @@ func (e *errorsSeen) total() int {
 func (e *errorsSeen) String() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.kinds) == 0 {
-		return "none"
-	}
-	var parts []string
-	for k, n := range e.kinds {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, n))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ", ")
+	return countsString(e.kinds)
 }
 
 // barrier starts n goroutines at once and waits for them all.
@@ -230,4 +227,18 @@ func barrier(n int, fn func(i int)) {
 	ready.Wait()
 	close(gate)
 	done.Wait()
+}
+
+// ledgerTable creates a table and its ledger through db and opens the
+// table with it, for UpdateOrCreateOnce.
+func ledgerTable(t testing.TB, db *sql.DB, kind string, cfg getorcreate.Config) (*getorcreate.Table[tag], string) {
+	t.Helper()
+	table := newTable(t, db, kind)
+	ledger, err := getorcreate.CreateLedger(context.Background(), db, table+"_ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Exec("DROP TABLE IF EXISTS " + table + "_ledger") })
+	cfg.Table, cfg.Ledger = table, ledger
+	return openTable(t, db, cfg), table
 }

@@ -305,18 +305,12 @@ func failoverRun(t *testing.T, callers int, submit func(ctx context.Context, id 
 // error a caller saw typed. Asynchronous: none applied twice; the lost
 // ones are counted for docs/SCALING.md.
 func TestFailoverOnce(t *testing.T) {
-	ctx := context.Background()
 	mode := env(t, "GETORCREATE_PGREPL_MODE", pgreplHow)
 	multi := env(t, "GETORCREATE_PGREPL", pgreplHow)
 	env(t, "GETORCREATE_PGREPL_STANDBY", pgreplHow+" (a standby to promote)")
 	env(t, "GETORCREATE_CLUSTER_BIN", pgreplHow)
 	db := open(t, multi)
-	table := newTable(t, db, "postgres")
-	ledger, err := getorcreate.CreateLedger(ctx, db, table+"_ledger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tags := openTable(t, db, getorcreate.Config{Table: table, Ledger: ledger})
+	tags, table := ledgerTable(t, db, "postgres", getorcreate.Config{})
 	const callers = 20
 	var killTook, promoteTook time.Duration
 	res := failoverRun(t, callers, func(ctx context.Context, id string) error {
