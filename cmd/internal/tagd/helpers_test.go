@@ -28,11 +28,6 @@ func prefix() string {
 
 // openDB opens a pool of its own on d (tests close it to make the database
 // unavailable), and drops the prefix's tables when t ends.
-func openDB(t testing.TB, d *testdb.DB, pfx string) *sql.DB {
-	t.Helper()
-	return openDSN(t, d, d.DSN, pfx)
-}
-
 // openDSN opens a pool on dsnStr, which reaches d (through a fault proxy,
 // say), for a test of its own.
 func openDSN(t testing.TB, d *testdb.DB, dsnStr, pfx string) *sql.DB {
