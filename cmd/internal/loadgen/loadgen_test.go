@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/cmd/internal/loadgen"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // TestRun runs a tiny load on a SQLite file: every acknowledged submission

@@ -11,8 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/getorcreate/getorcreate/internal/testdb"
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
+	"github.com/getorcreate/getorcreate/internal/testdb"
 )
 
 // TestBrowser submits a tag through the web page in headless Chromium, on a

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getorcreate/getorcreate/internal/testdb"
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
+	"github.com/getorcreate/getorcreate/internal/testdb"
 )
 
 // The test binary doubles as a tagd process: re-executed with
@@ -140,8 +139,8 @@ func rowsOf(t *testing.T, d *testdb.DB, pfx string) map[string]tagd.Tag {
 }
 
 func dropTables(d *testdb.DB, pfx string) {
-	for _, tb := range []string{"item_tags", "tags", "tagd_schema"} {
-		d.SQL.Exec("DROP TABLE IF EXISTS " + pfx + tb)
+	for _, tb := range tagd.TableNames(pfx) {
+		d.SQL.Exec("DROP TABLE IF EXISTS " + tb)
 	}
 }
 
@@ -330,17 +329,17 @@ func TestProcessesStampede(t *testing.T) {
 			t.Errorf("tag %q: count %d, created by %d answers; want %d and 1", k, got[k].Count, createdEach[k], clients)
 		}
 		// Each process counted its own creations; together, one per tag.
-		var createdTotal, retried int
+		var createdTotal, retried float64
 		for _, p := range procs {
-			m := string(do(t, hc, "GET", p.url+"/metrics", "", "").Body)
-			createdTotal += metricValue(t, m, `tagd_getorcreate_total{outcome="created"}`)
-			retried += metricValue(t, m, "tagd_getorcreate_retried_total")
+			fams := scrape(t, p.url)
+			createdTotal += sample(t, fams, "tagd_getorcreate_total", map[string]string{"outcome": "created"})
+			retried += sample(t, fams, "tagd_getorcreate_retried_total", nil)
 		}
 		// Links are not tags: only tag creations count here.
-		if createdTotal != tags+3 {
-			t.Errorf("the processes' metrics count %d creations, want %d", createdTotal, tags+3)
+		if createdTotal != float64(tags+3) {
+			t.Errorf("the processes' metrics count %v creations, want %d", createdTotal, tags+3)
 		}
-		t.Logf("%d clients, 3 processes: %d submissions per tag, all exact; %d calls retried", clients, ok[key(0)], retried)
+		t.Logf("%d clients, 3 processes: %d submissions per tag, all exact; %v calls retried", clients, ok[key(0)], retried)
 	})
 }
 
@@ -443,20 +442,4 @@ func TestShutdownLosesNothing(t *testing.T) {
 		}
 		t.Logf("%d acknowledged submissions, all counted, %d of them answered >200ms after SIGTERM; %d refused after shutdown", total, ackedLate.Load(), refused.Load())
 	})
-}
-
-// metricValue returns the integer value of the sample named exactly name.
-func metricValue(t *testing.T, metrics, name string) int {
-	t.Helper()
-	for _, line := range strings.Split(metrics, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no metric %s in\n%s", name, metrics)
-	return 0
 }
