@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/cmd/internal/racecheck"
+	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
 // Increment a hot counter from 8 workers: reading the count and writing
