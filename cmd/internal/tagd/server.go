@@ -364,6 +364,7 @@ var errorStatus = map[string]int{
 	"invalid_json":           400,
 	"invalid_body":           400,
 	"invalid_tag":            400,
+	"unsafe_character":       400,
 	"invalid_utf8":           400,
 	"invalid_tags":           400,
 	"invalid_item":           400,
