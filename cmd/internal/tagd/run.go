@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +60,7 @@ func (c Config) Validate() error {
 		return &ConfigError{"ShutdownTimeout", fmt.Sprintf("%v: use a positive duration, or 0 for the default", c.ShutdownTimeout)}
 	case c.DrainTime < 0:
 		return &ConfigError{"DrainTime", fmt.Sprintf("%v: use a positive duration, or 0 for the default", c.DrainTime)}
-	case c.OpsAddr != "" && c.OpsAddr == c.Addr:
+	case c.OpsAddr != "" && c.OpsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
 		return &ConfigError{"OpsAddr", "the ops address must differ from the main one"}
 	}
 	return c.Options.validate()
