@@ -324,21 +324,9 @@ func TestStrictInput(t *testing.T) {
 		}
 	}
 	// A body slower than BodyTimeout: 408, and the connection is closed.
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /api/tags HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"na")
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	buf.ReadFrom(res.Body)
-	wantError(t, answer{res.StatusCode, res.Header, buf.Bytes()}, 408, "request_timeout")
-	if !res.Close {
+	res := raw(t, srv, "POST /api/tags HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"na")
+	wantError(t, res, 408, "request_timeout")
+	if res.Header.Get("Connection") != "close" {
 		t.Error("408 without Connection: close")
 	}
 
@@ -361,19 +349,31 @@ func TestStrictInput(t *testing.T) {
 // tagd sees it.
 func TestMalformedRequestIsPlainText(t *testing.T) {
 	srv, _ := startServer(t, testdb.Open(t, "sqlite"), tagd.Options{})
+	res := raw(t, srv, "GET /api/tags HTTP/1.1\r\nHost x\r\n\r\n")
+	if res.Status != 400 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") || res.Header.Get("Connection") != "close" {
+		t.Fatalf("a malformed header: %d %q %s", res.Status, res.Header.Get("Content-Type"), res.Body)
+	}
+}
+
+// raw writes request as is on a new connection to srv and reads the answer.
+func raw(t *testing.T, srv *httptest.Server, request string) answer {
+	t.Helper()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /api/tags HTTP/1.1\r\nHost x\r\n\r\n")
+	fmt.Fprint(conn, request)
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Body.Close()
-	if res.StatusCode != 400 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") || !res.Close {
-		t.Fatalf("a malformed header: %d %q close=%v", res.StatusCode, res.Header.Get("Content-Type"), res.Close)
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(res.Body)
+	if res.Close {
+		res.Header.Set("Connection", "close") // ReadResponse moves it to res.Close
 	}
+	return answer{res.StatusCode, res.Header, buf.Bytes()}
 }
