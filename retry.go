@@ -107,7 +107,7 @@ func RunTxPolicy(ctx context.Context, db *sql.DB, opts *sql.TxOptions, policy Re
 func runTxOnce(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return err
+		return Uncommitted(err)
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()

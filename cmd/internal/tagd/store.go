@@ -39,6 +39,18 @@ type itemTag struct {
 	CreatedAt time.Time `db:"created_at"`
 }
 
+// tagMinute counts a tag's submissions in one minute; a tag's minutes add
+// up to its count.
+type tagMinute struct {
+	TagID      int64 `db:"tag_id"`
+	UnixMinute int64 `db:"unix_minute"` // Unix time / 60
+	Count      int64 `db:"count"`
+}
+
+// MaxHistoryMinutes is the longest history GET /api/tags/{key}/history
+// returns.
+const MaxHistoryMinutes = 1440
+
 // Attached is one tag of a PUT /api/items/{item}/tags answer.
 type Attached struct {
 	Tag
@@ -50,11 +62,12 @@ type Attached struct {
 // library. It is safe for concurrent use, and several processes may share
 // one database.
 type Store struct {
-	db     *sql.DB
-	kind   string
-	prefix string
-	tags   *getorcreate.Table[Tag]
-	links  *getorcreate.Table[itemTag]
+	db      *sql.DB
+	kind    string
+	prefix  string
+	tags    *getorcreate.Table[Tag]
+	links   *getorcreate.Table[itemTag]
+	minutes *getorcreate.Table[tagMinute]
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,32}$`)
@@ -77,6 +90,9 @@ func OpenStore(ctx context.Context, db *sql.DB, kind, prefix string) (*Store, er
 	if s.links, err = getorcreate.Open[itemTag](ctx, db, prefix+"item_tags", "item", "tag_id"); err != nil {
 		return nil, fmt.Errorf("tagd: %w", err)
 	}
+	if s.minutes, err = getorcreate.Open[tagMinute](ctx, db, prefix+"tag_minutes", "tag_id", "unix_minute"); err != nil {
+		return nil, fmt.Errorf("tagd: %w", err)
+	}
 	return s, nil
 }
 
@@ -88,8 +104,12 @@ func (s *Store) Kind() string { return s.kind }
 
 // Tables returns the names of the store's tables, for tests and tools that
 // clean up after themselves.
-func (s *Store) Tables() []string {
-	return []string{s.prefix + "item_tags", s.prefix + "tags", s.prefix + "tagd_schema"}
+func (s *Store) Tables() []string { return TableNames(s.prefix) }
+
+// TableNames returns the names of the tables a store with this prefix
+// creates, in an order they can be dropped in (referencing tables first).
+func TableNames(prefix string) []string {
+	return []string{prefix + "tag_minutes", prefix + "item_tags", prefix + "tags", prefix + "tagd_schema"}
 }
 
 // now is truncated to microseconds, the precision all three databases keep,
@@ -103,20 +123,67 @@ type Outcome struct {
 }
 
 // Submit counts one submission of name: it creates the tag with count 1, or
-// adds one to its count, in one atomic statement.
+// adds one to its count, and adds one to the tag's current minute, in one
+// transaction of two race-free UpdateOrCreate calls (the tag row first,
+// then its minute, the order every writer takes, so they cannot deadlock on
+// each other's rows).
 func (s *Store) Submit(ctx context.Context, name string) (Tag, Outcome, error) {
 	key, display, err := Canonical(name)
 	if err != nil {
 		return Tag{}, Outcome{}, err
 	}
-	t := now()
-	res, err := s.tags.UpdateOrCreate(ctx,
-		Tag{Key: key, Name: display, Count: 1, CreatedAt: t, UpdatedAt: t},
-		getorcreate.Add("count", 1), getorcreate.Set("updated_at", t))
+	var tag Tag
+	var o Outcome
+	err = getorcreate.RunTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		o.Attempts++ // RunTx reruns the whole function on a retryable error
+		t := now()
+		res, err := s.tags.UpdateOrCreateTx(ctx, tx,
+			Tag{Key: key, Name: display, Count: 1, CreatedAt: t, UpdatedAt: t},
+			getorcreate.Add("count", 1), getorcreate.Set("updated_at", t))
+		if err != nil {
+			return err
+		}
+		if _, err := s.minutes.UpdateOrCreateTx(ctx, tx, tagMinute{res.Row.ID, unixMinute(t), 1}, getorcreate.Add("count", 1)); err != nil {
+			return err
+		}
+		tag, o.Created = utc(res.Row), res.Created
+		o.Attempts += res.Attempts - 1
+		return nil
+	})
 	if err != nil {
 		return Tag{}, Outcome{}, err
 	}
-	return utc(res.Row), Outcome{res.Created, res.Attempts}, nil
+	return tag, o, nil
+}
+
+func unixMinute(t time.Time) int64 { return t.Unix() / 60 }
+
+// History returns the submissions of the tag named name in each of the
+// last minutes minutes up to now.
+func (s *Store) History(ctx context.Context, name string, minutes int, at time.Time) (HistoryAnswer, error) {
+	if minutes < 1 || minutes > MaxHistoryMinutes {
+		return HistoryAnswer{}, inputErrorf("invalid_minutes", "minutes must be 1 to %d", MaxHistoryMinutes)
+	}
+	tag, err := s.Get(ctx, name)
+	if err != nil {
+		return HistoryAnswer{}, err
+	}
+	last := unixMinute(at)
+	first := last - int64(minutes) + 1
+	rows, err := s.db.QueryContext(ctx, s.q("SELECT unix_minute, count FROM "+s.prefix+"tag_minutes WHERE tag_id = ? AND unix_minute BETWEEN ? AND ?"), tag.ID, first, last)
+	if err != nil {
+		return HistoryAnswer{}, err
+	}
+	defer rows.Close()
+	h := HistoryAnswer{Key: tag.Key, Name: tag.Name, Minutes: minutes, Start: time.Unix(first*60, 0).UTC(), Counts: make([]int64, minutes)}
+	for rows.Next() {
+		var m, c int64
+		if err := rows.Scan(&m, &c); err != nil {
+			return HistoryAnswer{}, err
+		}
+		h.Counts[m-first] = c
+	}
+	return h, rows.Err()
 }
 
 // Get returns the tag whose key is the canonical form of name.
@@ -258,10 +325,15 @@ func (s *Store) Attach(ctx context.Context, item string, names []string) ([]Atta
 		if err != nil {
 			return err
 		}
+		mins := make([]tagMinute, len(upd))
 		for j, r := range upd {
 			out[incAt[j]].Tag = utc(r.Row)
+			mins[j] = tagMinute{r.Row.ID, unixMinute(t), 1}
 		}
-		return nil
+		// The tag rows are locked above; their minutes come after them, as
+		// in Submit.
+		_, err = s.minutes.UpdateOrCreateManyTx(ctx, tx, mins, getorcreate.Add("count", 1))
+		return err
 	})
 	if err != nil {
 		return nil, nil, err
