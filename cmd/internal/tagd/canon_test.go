@@ -209,7 +209,7 @@ func TestErrorCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("(?m)^\\| (\\d{3}) \\| (.*?) \\|")
+	row := regexp.MustCompile(`(?m)^\| (\d{3}) \| (.*?) \|`)
 	documented := map[string]int{}
 	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
 		status, _ := strconv.Atoi(m[1])
