@@ -37,6 +37,7 @@ func flags(cfg *tagd.Config, tokenFile *string, logLevel *slog.Level, jsonLogs *
 	fs.StringVar(&cfg.TablePrefix, "table-prefix", "", "prefix for table names, to share a database")
 	fs.DurationVar(&cfg.DBTimeout, "db-timeout", 5*time.Second, "database time allowed per request before answering 503")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests on SIGINT/SIGTERM")
+	fs.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long Idempotency-Keys are kept (a resend after that is applied again)")
 	fs.DurationVar(&cfg.DrainTime, "drain-time", time.Second, "on SIGINT/SIGTERM, how long keep-alive clients are told to close before idle connections are")
 	fs.TextVar(logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.BoolVar(jsonLogs, "log-json", false, "log JSON lines instead of text")

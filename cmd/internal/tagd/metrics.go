@@ -39,7 +39,7 @@ func methodLabel(m string) string {
 var knownStatuses = map[int]string{}
 
 func init() {
-	for _, c := range []int{200, 201, 400, 401, 404, 405, 408, 413, 415, 429, 500, 503} {
+	for _, c := range []int{200, 201, 400, 401, 404, 405, 408, 409, 413, 415, 422, 429, 500, 503} {
 		knownStatuses[c] = strconv.Itoa(c)
 	}
 }
@@ -62,7 +62,7 @@ type metrics struct {
 	calls    *callMetrics
 }
 
-func newMetrics(db *sql.DB) *metrics {
+func newMetrics(db *sql.DB, lib *libraryTracer) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -81,7 +81,8 @@ func newMetrics(db *sql.DB) *metrics {
 		routes: map[string]bool{},
 		calls:  newCallMetrics(),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.limited, m.calls.outcomes, m.calls.retried,
+	m.reg.MustRegister(lib.collectors()...)
+	m.reg.MustRegister(m.requests, m.duration, m.limited, m.calls.outcomes, m.calls.retried, m.calls.raced,
 		collectors.NewDBStatsCollector(db, "tagd"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -106,21 +107,13 @@ func (m *metrics) handler(log *slog.Logger) http.Handler {
 	})
 }
 
-// callObserver receives one report per get-or-create of a tag. Today the
-// server makes these reports from the store's Outcomes. When the library's
-// Config takes a Tracer (TraceCallStart/TraceCallEnd with Table, Op, Path,
-// Attempts, Created, Err), an adapter whose TraceCallEnd calls observeCall
-// replaces them, and the metrics keep their names.
-type callObserver interface {
-	observeCall(op, path string, created bool, attempts int, err error)
-}
-
-var _ callObserver = (*callMetrics)(nil)
-
-// callMetrics counts tags found or created, and calls that were retried.
+// callMetrics counts tag submissions found or created, those whose
+// transaction was retried, and those that lost the race for a new tag to
+// another request (the library's Tracer says so: see libraryTracer).
 type callMetrics struct {
 	outcomes *prometheus.CounterVec
 	retried  prometheus.Counter
+	raced    prometheus.Counter
 }
 
 func newCallMetrics() *callMetrics {
@@ -131,7 +124,11 @@ func newCallMetrics() *callMetrics {
 		}, []string{"outcome"}),
 		retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tagd_getorcreate_retried_total",
-			Help: "Get-or-create calls that retried after a serialization failure, deadlock or busy database.",
+			Help: "Submissions whose transaction ran again after a serialization failure, deadlock, busy database or lost connection.",
+		}),
+		raced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagd_getorcreate_lost_races_total",
+			Help: "Submissions that found their new tag created by another request between their lookup and their insert.",
 		}),
 	}
 	// Both outcomes are exported from the start, at zero.
@@ -140,19 +137,17 @@ func newCallMetrics() *callMetrics {
 	return m
 }
 
-// observeCall counts a successful call's outcome. op and path (the
-// library's operation and the statements it took) are not labels yet;
-// failed calls are answered and logged by the server, not counted here.
-func (m *callMetrics) observeCall(op, path string, created bool, attempts int, err error) {
-	if err != nil {
-		return
-	}
-	if created {
+// observe counts one committed submission's outcome.
+func (m *callMetrics) observe(o Outcome) {
+	if o.Created {
 		m.outcomes.WithLabelValues("created").Inc()
 	} else {
 		m.outcomes.WithLabelValues("existing").Inc()
 	}
-	if attempts > 1 {
+	if o.Attempts > 1 {
 		m.retried.Inc()
+	}
+	if o.Raced {
+		m.raced.Inc()
 	}
 }

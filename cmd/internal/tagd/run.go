@@ -42,6 +42,8 @@ type Config struct {
 	// than have an idle connection closed under their next request.
 	// Default 1s; it ends early once no connection is open.
 	DrainTime time.Duration
+	// IdempotencyTTL is how long Idempotency-Keys are kept; default 24h.
+	IdempotencyTTL time.Duration
 	// Ready, when set, is called with the listening address once the schema
 	// is migrated and the server accepts connections.
 	Ready func(addr net.Addr)
@@ -60,6 +62,8 @@ func (c Config) Validate() error {
 		return &ConfigError{"ShutdownTimeout", fmt.Sprintf("%v: use a positive duration, or 0 for the default", c.ShutdownTimeout)}
 	case c.DrainTime < 0:
 		return &ConfigError{"DrainTime", fmt.Sprintf("%v: use a positive duration, or 0 for the default", c.DrainTime)}
+	case c.IdempotencyTTL < 0:
+		return &ConfigError{"IdempotencyTTL", fmt.Sprintf("%v: use a positive duration, or 0 for the default", c.IdempotencyTTL)}
 	case c.OpsAddr != "" && c.OpsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
 		return &ConfigError{"OpsAddr", "the ops address must differ from the main one"}
 	}
@@ -141,6 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 			errc <- err
 		}()
 	}
+	go expireKeys(ctx, store, cfg.IdempotencyTTL, log)
 	if cfg.Ready != nil {
 		cfg.Ready(lns[0].Addr())
 	}
@@ -236,5 +241,28 @@ func newHTTPServer(ctx context.Context, h http.Handler, cfg Config, conns *connC
 		// Requests keep their own context: a shutdown must let them finish,
 		// not cancel them.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+}
+
+// expireKeys deletes the Idempotency-Keys older than ttl, now and every ten
+// minutes until ctx is done. Every process does it; the DELETEs are cheap
+// and harmless together.
+func expireKeys(ctx context.Context, store *Store, ttl time.Duration, log *slog.Logger) {
+	if ttl == 0 {
+		ttl = 24 * time.Hour
+	}
+	tick := time.NewTicker(10 * time.Minute)
+	defer tick.Stop()
+	for {
+		if n, err := store.ExpireRequests(ctx, time.Now().Add(-ttl)); err != nil && ctx.Err() == nil {
+			log.Warn("expiring Idempotency-Keys", "err", err)
+		} else if n > 0 {
+			log.Info("expired Idempotency-Keys", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }

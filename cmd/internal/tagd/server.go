@@ -3,6 +3,7 @@ package tagd
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
@@ -105,7 +106,8 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	metrics  *metrics
-	calls    callObserver
+	calls    *callMetrics
+	inflight sync.Map // Idempotency-Keys being answered by this process
 	limiter  *limiter
 	main     *handler
 	ops      *handler
@@ -141,7 +143,7 @@ func NewServer(store *Store, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{store: store, opts: opts, log: opts.Logger, metrics: newMetrics(store.db)}
+	s := &Server{store: store, opts: opts, log: opts.Logger, metrics: newMetrics(store.db, store.lib)}
 	s.calls = s.metrics.calls
 	if opts.RateLimit > 0 {
 		s.limiter = newLimiter(opts.RateLimit, opts.RateBurst)
@@ -358,30 +360,33 @@ func LoadToken(path string, getenv func(string) string) (string, error) {
 // errorStatus is every error code tagd answers with, and its status. Each
 // is listed in docs/TAGD.md (TestErrorCodes checks both ways).
 var errorStatus = map[string]int{
-	"invalid_json":           400,
-	"invalid_body":           400,
-	"invalid_tag":            400,
-	"unsafe_character":       400,
-	"invalid_utf8":           400,
-	"invalid_tags":           400,
-	"invalid_item":           400,
-	"invalid_prefix":         400,
-	"invalid_limit":          400,
-	"invalid_cursor":         400,
-	"invalid_minutes":        400,
-	"invalid_query":          400,
-	"invalid_value":          400,
-	"unauthorized":           401,
-	"not_found":              404,
-	"method_not_allowed":     405,
-	"request_timeout":        408,
-	"body_too_large":         413,
-	"unsupported_media_type": 415,
-	"rate_limited":           429,
-	"internal":               500,
-	"outcome_unknown":        500,
-	"database_unavailable":   503,
-	"canceled":               503,
+	"invalid_json":            400,
+	"invalid_body":            400,
+	"invalid_tag":             400,
+	"unsafe_character":        400,
+	"invalid_utf8":            400,
+	"invalid_tags":            400,
+	"invalid_item":            400,
+	"invalid_prefix":          400,
+	"invalid_limit":           400,
+	"invalid_cursor":          400,
+	"invalid_minutes":         400,
+	"invalid_query":           400,
+	"invalid_value":           400,
+	"unauthorized":            401,
+	"not_found":               404,
+	"method_not_allowed":      405,
+	"request_timeout":         408,
+	"body_too_large":          413,
+	"unsupported_media_type":  415,
+	"rate_limited":            429,
+	"internal":                500,
+	"outcome_unknown":         500,
+	"invalid_idempotency_key": 400,
+	"idempotency_key_in_use":  409,
+	"idempotency_key_reused":  422,
+	"database_unavailable":    503,
+	"canceled":                503,
 }
 
 type errorBody struct {
@@ -689,6 +694,10 @@ func (s *Server) postTag(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.query(w, r); !ok {
 		return
 	}
+	key, ok := s.idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	var name *string
 	if !s.decode(w, r, map[string]fieldReader{"name": stringField(&name)}) {
 		return
@@ -697,20 +706,18 @@ func (s *Server) postTag(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "invalid_tag", `the body needs a "name" string`)
 		return
 	}
-	ctx, cancel := s.dbContext(r)
-	defer cancel()
-	tag, o, err := s.store.Submit(ctx, *name)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	s.calls.observeCall("UpdateOrCreate", "", o.Created, o.Attempts, nil)
-	status := http.StatusOK
-	if o.Created {
-		status = http.StatusCreated
-		w.Header().Set("Location", "/api/tags/"+url.PathEscape(tag.Key))
-	}
-	writeJSON(w, status, TagAnswer{tag, o.Created})
+	s.write(w, r, key, map[string]string{"name": *name}, func(ctx context.Context, tx *sql.Tx) (recorded, []Outcome, error) {
+		tag, o, err := s.store.SubmitTx(ctx, tx, *name)
+		if err != nil {
+			return recorded{}, nil, err
+		}
+		status, location := http.StatusOK, ""
+		if o.Created {
+			status, location = http.StatusCreated, "/api/tags/"+url.PathEscape(tag.Key)
+		}
+		a, err := recordJSON(status, location, TagAnswer{tag, o.Created})
+		return a, []Outcome{o}, err
+	})
 }
 
 func (s *Server) getTag(w http.ResponseWriter, r *http.Request) {
@@ -808,21 +815,23 @@ func (s *Server) putItemTags(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.query(w, r); !ok {
 		return
 	}
+	key, ok := s.idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	var names []string
 	if !s.decode(w, r, map[string]fieldReader{"tags": stringsField(&names)}) {
 		return
 	}
-	ctx, cancel := s.dbContext(r)
-	defer cancel()
-	tags, outcomes, err := s.store.Attach(ctx, r.PathValue("item"), names)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	for _, o := range outcomes {
-		s.calls.observeCall("UpdateOrCreateMany", "", o.Created, o.Attempts, nil)
-	}
-	writeJSON(w, http.StatusOK, ItemAnswer{r.PathValue("item"), tags})
+	item := r.PathValue("item")
+	s.write(w, r, key, map[string]any{"item": item, "tags": names}, func(ctx context.Context, tx *sql.Tx) (recorded, []Outcome, error) {
+		tags, outcomes, err := s.store.AttachTx(ctx, tx, item, names)
+		if err != nil {
+			return recorded{}, nil, err
+		}
+		a, err := recordJSON(http.StatusOK, "", ItemAnswer{item, tags})
+		return a, outcomes, err
+	})
 }
 
 func (s *Server) getItemTags(w http.ResponseWriter, r *http.Request) {

@@ -35,9 +35,36 @@ function setLive(kind, words, detail) {
 
 function asOf() { return state.lastOk ? " · counts as of " + clock(state.lastOk) : ""; }
 
-async function api(method, path, body) {
+// newKey is an Idempotency-Key for one submission: resent with the same
+// key, a submission counts once, however its first answer was lost.
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+// write sends a submission with its own Idempotency-Key, and sends it again,
+// with the same key, when the connection failed or the server said the
+// database was unavailable: safe, since the key makes it count once.
+async function write(method, path, body) {
+  const key = newKey();
+  let last;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      last = await api(method, path, body, key);
+      if (last.res.status !== 503) return last;
+    } catch (e) {
+      if (attempt === 2) throw e;
+    }
+    await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+  }
+  return last;
+}
+
+async function api(method, path, body, key) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (key) headers["Idempotency-Key"] = key;
   if (method !== "GET" && token()) headers["Authorization"] = "Bearer " + token();
   const res = await fetch(path, { method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body) });
   let data = null;
@@ -212,7 +239,7 @@ async function submit(ev) {
   if (n === 0 || n > MAX_NAME) { status("A tag name is 1 to " + MAX_NAME + " characters; this one has " + n + ".", true); $("name").focus(); return; }
   tokenFromInput();
   try {
-    const { res, data } = await api("POST", "/api/tags", { name });
+    const { res, data } = await write("POST", "/api/tags", { name });
     if (!res.ok) {
       if (res.status === 401) { $("token-row").hidden = false; $("token").focus(); }
       status(errorText(res, data), true);
@@ -248,7 +275,7 @@ async function tagItem(ev) {
   if (!item || tags.length === 0) { $("item-result").textContent = "Give an item and at least one tag."; return; }
   tokenFromInput();
   try {
-    const { res, data } = await api("PUT", "/api/items/" + encodeURIComponent(item) + "/tags", { tags });
+    const { res, data } = await write("PUT", "/api/items/" + encodeURIComponent(item) + "/tags", { tags });
     if (!res.ok) {
       if (res.status === 401) { $("token-row").hidden = false; $("token").focus(); }
       $("item-result").textContent = errorText(res, data);
