@@ -3,8 +3,8 @@ package tagd
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"crypto/subtle"
+	"database/sql"
 	"embed"
 	"encoding/json"
 	"errors"
