@@ -231,7 +231,7 @@ func (l *Ledger) Once(ctx context.Context, requestID, fingerprint string, fn fun
 		}
 		return Committed(tx.Commit())
 	}
-	retryable := func(err error) bool { return IsRetryable(err) || errors.Is(err, ErrIndeterminate) }
+	retryable := func(err error) bool { return IsRetryable(err) || Kind(err) == ErrIndeterminate }
 	_, err = l.t.retry.run(ctx, attempt, retryable, nil)
 	if first != nil && errors.Is(err, errReplay) {
 		if first.Fingerprint != fingerprint {

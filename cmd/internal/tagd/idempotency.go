@@ -117,7 +117,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, key string, input
 	case errors.Is(err, getorcreate.ErrRequestReused):
 		s.fail(w, r, "idempotency_key_reused", "this Idempotency-Key was used for a request with another body; use a new key for a new request")
 		return
-	case errors.Is(err, getorcreate.ErrConnection), getorcreate.IsRetryable(err), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(getorcreate.Kind(err), getorcreate.ErrConnection), getorcreate.IsRetryable(err), errors.Is(err, context.DeadlineExceeded):
 		// Whether or not this attempt was applied, the key makes a resend
 		// safe: it is applied once, or answered as it was.
 		s.log.Warn("database unavailable for a keyed write", "err", err, "path", r.URL.Path)
