@@ -249,3 +249,34 @@ func TestLedgerOnceTx(t *testing.T) {
 		}
 	})
 }
+
+// TestLedgerStatements pins what a request id costs, as the README's table
+// of statements says: the update, and the ledger's get-or-create of the id
+// (an insert; on MariaDB and SQLite a lookup and an insert), in one transaction (its
+// BEGIN and COMMIT not counted).
+func TestLedgerStatements(t *testing.T) {
+	want := map[string]int{"postgres": 2, "mysql": 3, "sqlite": 3}
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		rec := &recorder{}
+		name := db.Table(t)
+		l, err := getorcreate.CreateLedger(ctx, db.SQL, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		table := db.Create(t, testdb.TagsDDL)
+		tags, err := testdb.OpenTable[Tag](db, getorcreate.Config{Table: table, Key: []string{"name"}, Ledger: l, Tracer: rec, Order: getorcreate.ReadFirst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tags.UpdateOrCreate(ctx, Tag{Name: "go", Count: 1}, getorcreate.Add("count", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tags.UpdateOrCreateOnce(ctx, "r1", Tag{Name: "go", Count: 1}, getorcreate.Add("count", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.last(); got.Op != "UpdateOrCreateOnce" || got.Statements != want[db.Kind] {
+			t.Errorf("UpdateOrCreateOnce of an existing key: %d statements, want %d (%+v)", got.Statements, want[db.Kind], got)
+		}
+	})
+}
