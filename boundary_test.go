@@ -123,7 +123,9 @@ func TestErrorCodesReadOnlyInDialects(t *testing.T) {
 			return err
 		}
 		for i, line := range strings.Split(string(b), "\n") {
-			if code, _, _ := strings.Cut(line, "//"); errorCodeRE.MatchString(code) {
+			code, _, _ := strings.Cut(line, "//")
+			code = strings.ReplaceAll(code, "json.Number", "") // encoding/json's number type, not an error number
+			if errorCodeRE.MatchString(code) {
 				bad = append(bad, path+":"+strconv.Itoa(i+1)+": "+strings.TrimSpace(line))
 			}
 		}

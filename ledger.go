@@ -153,15 +153,8 @@ func (t *Table[T]) UpdateOrCreateOnce(ctx context.Context, requestID string, row
 			if err != nil {
 				return false, t.errf(op, ErrInvalidValue, "the result cannot be recorded as JSON: %v", err)
 			}
-			e, err := t.ledger.t.getOrCreate(ctx, tx, true, ledgerEntry{RequestID: requestID, Fingerprint: fp, Outcome: string(outcome), CreatedAt: time.Now().UnixMilli()}, nil)
-			if err != nil {
+			if first, err = t.ledger.record(ctx, tx, requestID, fp, outcome); err != nil {
 				return false, err
-			}
-			if !e.Created {
-				// Applied before (or just now, by a duplicate that
-				// committed first): undo this write.
-				first = &e.Row
-				return false, errReplay
 			}
 			return created, nil
 		})
@@ -185,6 +178,72 @@ func (t *Table[T]) UpdateOrCreateOnce(ctx context.Context, requestID string, row
 
 // errReplay rolls back a write whose request id the ledger already holds.
 var errReplay = errors.New("request already applied")
+
+// record get-or-creates the request's row in the ledger, inside the
+// transaction that made the write. When the id was there already (a
+// resend, or a duplicate that committed first: the ledger's insert waits
+// for it), it returns that row and errReplay, which rolls the transaction
+// back and so undoes this write.
+func (l *Ledger) record(ctx context.Context, q dialect.Querier, id, fp string, outcome []byte) (*ledgerEntry, error) {
+	e, err := l.t.getOrCreate(ctx, q, true, ledgerEntry{RequestID: id, Fingerprint: fp, Outcome: string(outcome), CreatedAt: time.Now().UnixMilli()}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !e.Created {
+		return &e.Row, errReplay
+	}
+	return nil, nil
+}
+
+// Once runs fn in a transaction on the ledger's database at most once per
+// request id, for writes of any shape (several tables, several calls): fn
+// returns the outcome to keep (an answer to replay, say), which is recorded
+// with the id and fingerprint in the same transaction. When the id was
+// recorded before (a resend, or a duplicate running at the same time,
+// which waits for the first to commit), fn's transaction is rolled back and
+// the recorded outcome is returned with replayed set. An id recorded with
+// another fingerprint (what the request asked for, in a form of the
+// caller's choosing) is ErrRequestReused.
+//
+// fn runs again on retryable errors and on lost connections, an
+// indeterminate one included, as RunTx would run it, since the ledger
+// makes that safe; fn must not commit or roll back tx.
+func (l *Ledger) Once(ctx context.Context, requestID, fingerprint string, fn func(tx *sql.Tx) ([]byte, error)) (outcome []byte, replayed bool, err error) {
+	const op = "Once"
+	if requestID == "" || len(requestID) > MaxRequestIDLength {
+		return nil, false, l.t.errf(op, ErrInvalidRequestID, "a request id must be 1 to %d bytes long, not %d", MaxRequestIDLength, len(requestID))
+	}
+	var first *ledgerEntry
+	attempt := func() error {
+		first = nil
+		tx, err := l.db.BeginTx(ctx, nil)
+		if err != nil {
+			return Uncommitted(err)
+		}
+		out, err := fn(tx)
+		if err == nil {
+			outcome = out
+			first, err = l.record(ctx, sqlTx{tx}, requestID, fingerprint, out)
+		}
+		if err != nil {
+			_ = tx.Rollback()
+			return Uncommitted(err)
+		}
+		return Committed(tx.Commit())
+	}
+	retryable := func(err error) bool { return IsRetryable(err) || Kind(err) == ErrIndeterminate }
+	_, err = l.t.retry.run(ctx, attempt, retryable, nil)
+	if first != nil && errors.Is(err, errReplay) {
+		if first.Fingerprint != fingerprint {
+			return nil, false, l.t.errf(op, ErrRequestReused, "request id %q was recorded for a different request", requestID)
+		}
+		return []byte(first.Outcome), true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return outcome, false, nil
+}
 
 // ledgerOutcome is what a ledger records of a call's result.
 type ledgerOutcome[T any] struct {

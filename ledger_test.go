@@ -2,6 +2,7 @@ package getorcreate_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -187,6 +188,95 @@ func TestLedgerSchema(t *testing.T) {
 		tags, _ := openTags(t, db)
 		if _, err := tags.UpdateOrCreateOnce(ctx, "x", Tag{Name: "go"}); err == nil {
 			t.Fatal("UpdateOrCreateOnce without a ledger succeeded")
+		}
+	})
+}
+
+// TestLedgerOnceTx: a transaction of several writes, run once per request
+// id by 16 concurrent senders of each of 10 requests; every sender gets the
+// first outcome, and the counts equal the requests.
+func TestLedgerOnceTx(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		tags, l, table := openLedgerTags(t, db)
+		var mu sync.Mutex
+		outcomes := map[string]map[string]int{} // request -> outcome -> senders
+		for r := range 10 {
+			id := fmt.Sprint("tx-", r)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					out, _, err := l.Once(ctx, id, "fp", func(tx *sql.Tx) ([]byte, error) {
+						a, err := tags.UpdateOrCreateTx(ctx, tx, Tag{Name: "a", Count: 1}, getorcreate.Add("count", 1))
+						if err != nil {
+							return nil, err
+						}
+						b, err := tags.UpdateOrCreateTx(ctx, tx, Tag{Name: "b", Count: 1}, getorcreate.Add("count", 1))
+						if err != nil {
+							return nil, err
+						}
+						return []byte(fmt.Sprint(a.Row.Count, b.Row.Count)), nil
+					})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					if outcomes[id] == nil {
+						outcomes[id] = map[string]int{}
+					}
+					outcomes[id][string(out)]++
+					mu.Unlock()
+				}()
+			}
+			close(start)
+			wg.Wait()
+		}
+		for id, o := range outcomes {
+			if len(o) != 1 {
+				t.Errorf("request %s: senders got different outcomes %v", id, o)
+			}
+		}
+		if a, b := countOf(t, db, table, "a"), countOf(t, db, table, "b"); a != 10 || b != 10 {
+			t.Fatalf("counts %d, %d after 10 requests sent 16 times each", a, b)
+		}
+		if _, _, err := l.Once(ctx, "tx-0", "other", func(*sql.Tx) ([]byte, error) { return nil, nil }); !errors.Is(err, getorcreate.ErrRequestReused) {
+			t.Fatalf("another fingerprint: %v", err)
+		}
+	})
+}
+
+// TestLedgerStatements pins what a request id costs, as the README's table
+// of statements says: the update, and the ledger's get-or-create of the id
+// (an insert; on MariaDB and SQLite a lookup and an insert), in one transaction (its
+// BEGIN and COMMIT not counted).
+func TestLedgerStatements(t *testing.T) {
+	want := map[string]int{"postgres": 2, "mysql": 3, "sqlite": 3}
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		rec := &recorder{}
+		name := db.Table(t)
+		l, err := getorcreate.CreateLedger(ctx, db.SQL, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		table := db.Create(t, testdb.TagsDDL)
+		tags, err := testdb.OpenTable[Tag](db, getorcreate.Config{Table: table, Key: []string{"name"}, Ledger: l, Tracer: rec, Order: getorcreate.ReadFirst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tags.UpdateOrCreate(ctx, Tag{Name: "go", Count: 1}, getorcreate.Add("count", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tags.UpdateOrCreateOnce(ctx, "r1", Tag{Name: "go", Count: 1}, getorcreate.Add("count", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.last(); got.Op != "UpdateOrCreateOnce" || got.Statements != want[db.Kind] {
+			t.Errorf("UpdateOrCreateOnce of an existing key: %d statements, want %d (%+v)", got.Statements, want[db.Kind], got)
 		}
 	})
 }

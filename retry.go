@@ -124,17 +124,11 @@ func runTxOnce(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx 
 // COMMIT may have reached the server. RunTx applies it to the commit's
 // error; use it with Uncommitted in a transaction loop of your own.
 func Committed(err error) error {
-	switch Kind(err) {
-	case ErrConnection:
-	case ErrIndeterminate:
-		// A driver error the dialects already call indeterminate (a
-		// broken read of the COMMIT's answer) is wrapped all the same, so
-		// that errors.Is matches it.
-		var e *Error
-		if errors.As(err, &e) {
-			return err
-		}
-	default:
+	if k := Kind(err); k != ErrConnection && k != ErrIndeterminate {
+		return err
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Kind == ErrIndeterminate {
 		return err
 	}
 	return &Error{Op: "commit", Kind: ErrIndeterminate, Input: -1, Err: err}

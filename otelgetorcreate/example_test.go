@@ -58,7 +58,7 @@ func Example() {
 	for _, s := range spans.Ended() {
 		a := map[string]string{}
 		for _, kv := range s.Attributes() {
-			a[string(kv.Key)] = kv.Value.Emit()
+			a[string(kv.Key)] = kv.Value.String()
 		}
 		fmt.Println(s.Name(), a["getorcreate.path"], a["getorcreate.created"])
 	}

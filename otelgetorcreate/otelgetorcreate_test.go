@@ -89,12 +89,12 @@ func checkAttrs(t *testing.T, s sdktrace.ReadOnlySpan, want []attribute.KeyValue
 	got := attrs(s)
 	for _, kv := range want {
 		if v, ok := got[kv.Key]; !ok || v != kv.Value {
-			t.Errorf("%s: %s = %v (set: %v), want %v", s.Name(), kv.Key, v.Emit(), ok, kv.Value.Emit())
+			t.Errorf("%s: %s = %v (set: %v), want %v", s.Name(), kv.Key, v.String(), ok, kv.Value.String())
 		}
 	}
 	for _, k := range absent {
 		if v, ok := got[k]; ok {
-			t.Errorf("%s: %s = %v, want it unset", s.Name(), k, v.Emit())
+			t.Errorf("%s: %s = %v, want it unset", s.Name(), k, v.String())
 		}
 	}
 }

@@ -1,6 +1,6 @@
 // Command tagload measures what tagd's HTTP layer costs: it runs the
-// library's own UpdateOrCreate at N concurrent callers, then POST /api/tags
-// at N concurrent HTTP clients against a tagd started in this process (or
+// store's Submit (the library calls POST /api/tags makes) at N concurrent
+// callers, then POST /api/tags at N concurrent HTTP clients against a tagd started in this process (or
 // at --url), on the same database, and prints submissions/s, p50 and p99 of
 // both and their ratio. Each phase gets fresh tables, dropped at the end,
 // and its counts are checked against the acknowledged submissions. The

@@ -99,7 +99,7 @@ func Parse(s string) (Parsed, error) {
 		}
 		return Parsed{"mysql", "mysql", ds}, nil
 	}
-	return Parsed{}, fmt.Errorf("%w %q: want sqlite:PATH, postgres://... or mysql://...", ErrBadDSN, s)
+	return Parsed{}, fmt.Errorf("%w %q: want sqlite:PATH, postgres://HOST/DB or mysql://HOST/DB", ErrBadDSN, s)
 }
 
 // ErrNoDatabase is returned by OpenExisting for a SQLite path where there

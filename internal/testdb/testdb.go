@@ -14,7 +14,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -310,9 +309,6 @@ var TagsDDL = map[string]string{
 	"postgres": `CREATE TABLE %s (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, count BIGINT NOT NULL DEFAULT 0, note TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
 	"mysql":    `CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) NOT NULL UNIQUE, count BIGINT NOT NULL DEFAULT 0, note TEXT, created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`,
 }
-
-// Describe is a short name for messages: "postgres (15.4)".
-func (d *DB) Describe() string { return fmt.Sprintf("%s", d.Name) }
 
 // ThroughProxy starts a fault proxy in front of d's server (closed when t
 // ends) and returns the project DSN that reaches the server through it,

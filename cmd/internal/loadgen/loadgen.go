@@ -1,6 +1,6 @@
 // Package loadgen measures what tagd's HTTP layer costs: it runs the
-// library's own UpdateOrCreate (the call POST /api/tags makes, with the same
-// updates) from N concurrent callers, then POST /api/tags from N concurrent
+// store's Submit (the library calls POST /api/tags makes: one transaction of
+// an UpdateOrCreate on the tag and one on its minute) from N concurrent callers, then POST /api/tags from N concurrent
 // HTTP clients against a tagd started in this process (or at Config.URL), on
 // the same database, in alternating rounds. Each phase gets fresh tables,
 // dropped at the end unless Config.Keep, and its counts are checked against
@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 	"github.com/getorcreate/getorcreate/internal/dsn"
 )
@@ -121,7 +120,7 @@ func (p Phase) Check() string {
 // Result is a run's outcome.
 type Result struct {
 	Kind    string // database kind: "sqlite", "postgres" or "mysql"
-	Library Phase  // the library's UpdateOrCreate
+	Library Phase  // the store's Submit, on the library
 	HTTP    Phase  // tagd's POST /api/tags
 	// Ratios are the rounds' HTTP/library rate ratios, sorted.
 	Ratios []float64
@@ -179,17 +178,13 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	tables = append(tables, lib.Tables()...)
-	table, err := getorcreate.Open[tagd.Tag](ctx, db, run+"_lib_tags", "tag_key")
-	if err != nil {
-		return res, err
-	}
 	// The HTTP phase loads a tagd with tables of its own too.
 	base := cfg.URL
 	pfx := run + "_http_"
 	var stop context.CancelFunc
 	var served chan error
 	if base == "" {
-		tables = append(tables, pfx+"item_tags", pfx+"tags", pfx+"tagd_schema")
+		tables = append(tables, tagd.TableNames(pfx)...)
 		var sctx context.Context
 		sctx, stop = context.WithCancel(ctx)
 		defer stop()
@@ -212,16 +207,14 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients, MaxConnsPerHost: cfg.Clients}}
 	defer hc.CloseIdleConnections()
 	libPhase := func() Phase {
-		return drive(ctx, "library UpdateOrCreate", cfg.Clients, cfg.Duration, cfg.Errors, func(ctx context.Context, rng *rand.Rand) error {
+		return drive(ctx, "library Submit", cfg.Clients, cfg.Duration, cfg.Errors, func(ctx context.Context, rng *rand.Rand) error {
 			n := name(rng)
 			if cfg.LibTimeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, cfg.LibTimeout)
 				defer cancel()
 			}
-			now := time.Now().UTC()
-			_, err := table.UpdateOrCreate(ctx, tagd.Tag{Key: n, Name: n, Count: 1, CreatedAt: now, UpdatedAt: now},
-				getorcreate.Add("count", 1), getorcreate.Set("updated_at", now))
+			_, _, err := lib.Submit(ctx, n)
 			return err
 		})
 	}

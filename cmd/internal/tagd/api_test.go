@@ -256,23 +256,33 @@ func TestAPI(t *testing.T) {
 			if a.Status != 200 || !strings.HasPrefix(a.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(a.Body), `<form id="submit-form"`) {
 				t.Fatalf("page: %d %s", a.Status, a.Header.Get("Content-Type"))
 			}
-			m := string(do(t, nil, "GET", base+"/metrics", "", "").Body)
-			for _, want := range []string{
-				`tagd_http_requests_total{route="POST /api/tags",method="POST",status="201"} `,
-				`tagd_http_request_duration_seconds_bucket{route="POST /api/tags",method="POST",status="400",le="+Inf"} `,
-				`tagd_http_requests_total{route="/api/tags",method="DELETE",status="405"} 1`,
-				`tagd_getorcreate_total{outcome="created"} `,
-				`tagd_getorcreate_total{outcome="existing"} `,
-				"tagd_getorcreate_retried_total ",
-				"tagd_db_open_connections ",
-				"tagd_db_max_open_connections 8",
+			fams := scrape(t, base)
+			for _, c := range []struct {
+				family string
+				labels map[string]string
+				min    float64
+			}{
+				{"tagd_http_requests_total", map[string]string{"route": "POST /api/tags", "method": "POST", "status": "201"}, 1},
+				{"tagd_http_requests_total", map[string]string{"route": "/api/tags", "method": "DELETE", "status": "405"}, 1},
+				{"tagd_http_request_duration_seconds", map[string]string{"route": "POST /api/tags", "method": "POST", "status": "400"}, 1},
+				{"tagd_getorcreate_total", map[string]string{"outcome": "created"}, 1},
+				{"tagd_getorcreate_total", map[string]string{"outcome": "existing"}, 1},
+				{"tagd_getorcreate_retried_total", nil, 0},
+				{"tagd_rate_limited_total", nil, 0},
+				{"go_sql_max_open_connections", map[string]string{"db_name": "tagd"}, 8},
+				{"go_sql_open_connections", map[string]string{"db_name": "tagd"}, 1},
+				{"go_goroutines", nil, 1},
+				{"process_resident_memory_bytes", nil, 1 << 20},
 			} {
-				if !strings.Contains(m, want) {
-					t.Errorf("metrics lack %q", want)
+				if v := sample(t, fams, c.family, c.labels); v < c.min {
+					t.Errorf("%s%v = %v, want at least %v", c.family, c.labels, v, c.min)
 				}
 			}
-			if strings.Contains(m, `{outcome="created"} 0`) {
-				t.Errorf("created outcomes not counted:\n%s", m)
+			if v := sample(t, fams, "tagd_http_requests_total", map[string]string{"route": "/api/tags", "method": "DELETE", "status": "405"}); v != 1 {
+				t.Errorf("one DELETE /api/tags counted %v times", v)
+			}
+			if v := sample(t, fams, "go_sql_max_open_connections", map[string]string{"db_name": "tagd"}); v != 8 {
+				t.Errorf("pool size %v, want 8", v)
 			}
 		})
 	})
@@ -343,7 +353,7 @@ func TestAuthRateLimitUnavailable(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback()
-			tbl := store.Tables()[1]
+			tbl := store.Tables()[2]
 			if _, err := tx.Exec("UPDATE " + tbl + " SET count = count + 0"); err != nil {
 				t.Fatal(err)
 			}
@@ -420,7 +430,7 @@ func TestReconnect(t *testing.T) {
 			t.Fatalf("after killing %d sessions, answers were %v; want 503s, then 200", len(ids), statuses)
 		}
 		var count int
-		if err := d.SQL.QueryRow("SELECT count FROM " + store.Tables()[1] + " WHERE tag_key = 'reconnect'").Scan(&count); err != nil {
+		if err := d.SQL.QueryRow("SELECT count FROM " + store.Tables()[2] + " WHERE tag_key = 'reconnect'").Scan(&count); err != nil {
 			t.Fatal(err)
 		}
 		if count < acked || count > acked+inDoubt {

@@ -2,6 +2,8 @@ package tagd_test
 
 import (
 	"context"
+	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,9 +17,13 @@ import (
 	"github.com/getorcreate/getorcreate/internal/testdb"
 )
 
-// TestBrowser submits a tag through the web page in headless Chromium, on a
-// phone-sized screen, and watches its count appear and rise, including a
-// rise caused by another client (the page must update without a reload).
+// TestBrowser drives the web page in headless Chromium, at phone and
+// desktop sizes: submitting with the keyboard, counts rising by themselves
+// when other clients submit, names isolated so none turns the text after it
+// around, search by prefix and paging through every tag, a tag's chart,
+// tagging an item, and the page saying so when it is rate limited or the
+// server is gone. Screenshots go to the test's temp dir, and to
+// TAGD_SCREENSHOT_DIR when set.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	chrome := ""
@@ -30,7 +36,8 @@ func TestBrowser(t *testing.T) {
 	if chrome == "" {
 		t.Skip("browser test skipped: no chromium on PATH (.ci/tagd installs Debian's chromium)")
 	}
-	srv, _ := startServer(t, testdb.Open(t, "sqlite"), tagd.Options{})
+	db := testdb.Open(t, "sqlite")
+	srv, _ := startServer(t, db, tagd.Options{})
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome),
@@ -46,74 +53,145 @@ func TestBrowser(t *testing.T) {
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel = context.WithTimeout(ctx, 100*time.Second)
 	defer cancel()
 
-	count := func(want string) chromedp.Action[chromedp.Void] {
-		// Poll the DOM until the tag's count reads want.
-		return void(chromedp.Poll[bool](`(() => { const c = document.querySelector('li[data-key="hello browser"] .count'); return c !== null && c.textContent === "`+want+`"; })()`,
-			chromedp.WithPollingTimeout(10*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
-	}
-	text := func(sel string) string {
+	shots := t.TempDir()
+	shot := func(ctx context.Context, name string) {
 		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
-			t.Fatalf("reading %s: %v", sel, err)
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(shots, name), b, 0o644)
+		if dir := os.Getenv("TAGD_SCREENSHOT_DIR"); dir != "" {
+			os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		}
+		t.Logf("screenshot %s (%d bytes)", filepath.Join(shots, name), len(b))
+	}
+	// until polls the page until the JavaScript expression is true.
+	until := func(ctx context.Context, what, js string) {
+		t.Helper()
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(10*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+		if err != nil {
+			dump, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+			t.Fatalf("%s: %v\npage:\n%s", what, err, dump)
+		}
+	}
+	do := func(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	eval := func(ctx context.Context, js string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("%s: %v", js, err)
 		}
 		return s
 	}
-	err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)), // a phone
+	count := func(key, want string) string {
+		return fmt.Sprintf(`(() => { const b = [...document.querySelectorAll("#tags button.tag")].find((b) => b.dataset.key === %q); return !!b && b.querySelector(".count").firstChild.textContent === %q; })()`, key, want)
+	}
+
+	// A phone. The form submits with Enter.
+	do(ctx, "open the page",
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
 		chromedp.Navigate(srv.URL+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#name")),
-		chromedp.SendKeys(chromedp.CSS("#name"), "  Hello   Browser "),
-		chromedp.Click(chromedp.CSS("#submit")),
-		count("1"),
-	)
-	if err != nil {
-		t.Fatalf("driving the page: %v", err)
+		chromedp.SendKeys(chromedp.CSS("#name"), "  Hello   Browser \r"))
+	until(ctx, "the first submission shows count 1", count("hello browser", "1"))
+	if st := eval(ctx, `document.getElementById("status").textContent`); !strings.Contains(st, "Created") {
+		t.Fatalf("status after the first submission: %q", st)
 	}
-	if status, name := text("#status"), text(`li[data-key="hello browser"] .name`); !strings.Contains(status, "Created") || name != "Hello Browser" {
-		t.Fatalf("after the first submission: status %q, name %q", status, name)
-	}
-	if err := chromedp.Do(ctx,
-		chromedp.SendKeys(chromedp.CSS("#name"), "HELLO BROWSER"),
-		chromedp.Click(chromedp.CSS("#submit")),
-		count("2"),
-	); err != nil {
-		t.Fatalf("second submission: %v", err)
-	}
-	// Another client submits: the open page must show it by itself.
+	do(ctx, "second spelling", chromedp.SendKeys(chromedp.CSS("#name"), "HELLO BROWSER\r"))
+	until(ctx, "the second submission shows count 2", count("hello browser", "2"))
+	// Other clients submit: the open page shows it by itself.
 	for range 2 {
-		if a := postTag(t, srv.URL, "hello browser"); a.Status != 200 {
-			t.Fatalf("%d %s", a.Status, a.Body)
-		}
+		postTag(t, srv.URL, "hello browser")
 	}
 	postTag(t, srv.URL, "Second tag")
-	if err := chromedp.Do(ctx,
-		count("4"),
-		chromedp.WaitVisible(chromedp.CSS(`li[data-key="second tag"]`)),
-	); err != nil {
-		t.Fatalf("the page did not update by itself: %v", err)
+	until(ctx, "other clients' submissions appear", count("hello browser", "4")+" && "+count("second tag", "1"))
+	until(ctx, "the live state says when it updated", `document.getElementById("live-state").textContent === "Live" && /updated \d/.test(document.getElementById("live-time").textContent)`)
+
+	// Names: a right-to-left one stays inside its isolate; a bidi override
+	// is refused by the server, and the page says why.
+	postTag(t, srv.URL, "שלום עולם")
+	until(ctx, "the Hebrew tag appears", count("שלום עולם", "1"))
+	if got := eval(ctx, `[...document.querySelectorAll("#tags .name")].filter((e) => e.tagName !== "BDI" || e.dir !== "auto").length + " of " + document.querySelectorAll("#tags .name").length`); !strings.HasPrefix(got, "0 of ") {
+		t.Fatalf("names not isolated in <bdi dir=auto>: %s", got)
 	}
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
+	// (Set as the value: a keyboard cannot type U+202E.)
+	do(ctx, "submit a bidi override", chromedp.Evaluate[chromedp.Void](`{ document.getElementById("name").value = "invoice\u202egpj.exe"; undefined }`),
+		chromedp.SendKeys(chromedp.CSS("#name"), "\r"))
+	until(ctx, "the refusal is shown", `document.getElementById("status").className.includes("error") && document.getElementById("status").textContent.includes("bidirectional")`)
+	do(ctx, "clear the name", chromedp.Evaluate[chromedp.Void](`{ document.getElementById("name").value = ""; undefined }`))
+	// The counter counts characters as the server does.
+	do(ctx, "type 65 characters", chromedp.SendKeys(chromedp.CSS("#name"), strings.Repeat("é", 65)))
+	until(ctx, "the counter warns", `document.getElementById("name-count").textContent === "65" && document.getElementById("name-help").classList.contains("over")`)
+	do(ctx, "clear the name", chromedp.Evaluate[chromedp.Void](`{ document.getElementById("name").value = ""; document.getElementById("name").dispatchEvent(new Event("input")); undefined }`))
+
+	// Search and paging: 25 tags under one prefix are 2 pages.
+	for i := range 25 {
+		postTag(t, srv.URL, fmt.Sprintf("page-%02d", i))
 	}
-	path := filepath.Join(t.TempDir(), "tagd-page.png")
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
+	do(ctx, "search", chromedp.SendKeys(chromedp.CSS("#search"), "PAGE-"))
+	until(ctx, "page 1 of the search", `document.querySelectorAll("#tags button.tag").length === 20 && [...document.querySelectorAll("#tags button.tag")].every((b) => b.dataset.key.startsWith("page-")) && !document.getElementById("next").disabled`)
+	do(ctx, "next page", chromedp.Click(chromedp.CSS("#next")))
+	until(ctx, "page 2 has the other 5", `document.querySelectorAll("#tags button.tag").length === 5 && document.getElementById("next").disabled && document.getElementById("page-info").textContent.startsWith("Page 2")`)
+	seen := eval(ctx, `[...document.querySelectorAll("#tags button.tag")].map((b) => b.dataset.key).join(",")`)
+	do(ctx, "previous page", chromedp.Click(chromedp.CSS("#prev")))
+	until(ctx, "back on page 1", `document.querySelectorAll("#tags button.tag").length === 20 && document.getElementById("prev").disabled`)
+	first := eval(ctx, `[...document.querySelectorAll("#tags button.tag")].map((b) => b.dataset.key).join(",")`)
+	all := map[string]bool{}
+	for _, k := range strings.Split(first+","+seen, ",") {
+		all[k] = true
 	}
-	if dir := os.Getenv("TAGD_SCREENSHOT_DIR"); dir != "" {
-		os.WriteFile(filepath.Join(dir, "tagd-page.png"), shot, 0o644)
+	if len(all) != 25 {
+		t.Fatalf("the two pages show %d distinct tags, want all 25: %s | %s", len(all), first, seen)
 	}
-	t.Logf("screenshot: %s (%d bytes)", path, len(shot))
+	do(ctx, "clear the search", chromedp.Evaluate[chromedp.Void](`{ const s = document.getElementById("search"); s.value = ""; s.dispatchEvent(new Event("input")); undefined }`))
+	until(ctx, "all tags again", count("hello browser", "4"))
+
+	// A tag's chart: select it from the keyboard.
+	do(ctx, "select a tag", chromedp.Focus(chromedp.CSS(`#tags button.tag[data-key="hello browser"]`)), chromedp.KeyEvent("\r"))
+	until(ctx, "its chart", `!document.getElementById("detail").hidden && document.querySelectorAll("#chart svg rect.bar").length === 1 && document.querySelector("#chart svg").getAttribute("aria-label").includes("4 submissions")`)
+
+	// Tag an item from the page.
+	do(ctx, "tag an item",
+		chromedp.SendKeys(chromedp.CSS("#item"), "post-1"),
+		chromedp.SendKeys(chromedp.CSS("#item-tags"), "Hello Browser, databases, go"),
+		chromedp.Click(chromedp.CSS("#item-tag")))
+	until(ctx, "the item's tags", `document.querySelectorAll("#item-result li").length === 3 && document.getElementById("item-result").textContent.includes("3 tags added")`)
+	until(ctx, "the item counted the tag", count("hello browser", "5"))
+	shot(ctx, "tagd-phone.png")
+
+	// A desktop, on the same data.
+	do(ctx, "desktop", chromedp.EmulateViewport(1280, 900), chromedp.Navigate(srv.URL+"/"))
+	until(ctx, "the desktop page lists the tags", count("hello browser", "5"))
+	do(ctx, "select a tag", chromedp.Click(chromedp.CSS(`#tags button.tag[data-key="page-03"]`)))
+	until(ctx, "its chart", `document.querySelectorAll("#chart svg rect.bar").length === 1`)
+	shot(ctx, "tagd-desktop.png")
+
+	// Rate limited: another server whose limit the page's polling exceeds.
+	limited, _ := startServer(t, db, tagd.Options{RateLimit: 0.2, RateBurst: 6})
+	lctx, lcancel := chromedp.NewContext(ctx)
+	defer lcancel()
+	do(lctx, "open the rate-limited page", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)), chromedp.Navigate(limited.URL+"/"))
+	until(lctx, "the page says it is rate limited", `document.getElementById("live-state").textContent === "Rate limited" && document.getElementById("tags").classList.contains("stale")`)
+	shot(lctx, "tagd-rate-limited.png")
+
+	// The server goes away: the page says it is reconnecting, and how old
+	// its counts are.
+	gone(srv)
+	until(ctx, "the page says it is reconnecting", `document.getElementById("live-state").textContent === "Reconnecting…" && document.getElementById("live-time").textContent.includes("counts as of") && document.getElementById("tags").classList.contains("stale")`)
+	shot(ctx, "tagd-reconnecting.png")
 }
 
-// void drops an action's result, so it can run in a chromedp.Do sequence.
-func void[T any](a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
-	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := a(ctx, t)
-		return err
-	})
+// gone stops a test server, its open connections included.
+func gone(srv *httptest.Server) {
+	srv.CloseClientConnections()
+	srv.Close()
 }

@@ -9,12 +9,17 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/getorcreate/getorcreate/internal/dsn"
 	"github.com/getorcreate/getorcreate/internal/testdb"
 )
@@ -43,9 +48,7 @@ func openDSN(t testing.TB, d *testdb.DB, dsnStr, pfx string) *sql.DB {
 	}
 	db.SetMaxOpenConns(8)
 	t.Cleanup(func() {
-		for _, tb := range []string{"item_tags", "tags", "tagd_schema"} {
-			d.SQL.Exec("DROP TABLE IF EXISTS " + pfx + tb)
-		}
+		dropTables(d, pfx)
 		db.Close()
 	})
 	return db
@@ -75,7 +78,11 @@ func startServerDSN(t testing.TB, d *testdb.DB, dsnStr string, opts tagd.Options
 	if opts.Logger == nil {
 		opts.Logger = quietLogger()
 	}
-	srv := httptest.NewServer(tagd.NewServer(store, opts))
+	h, err := tagd.NewServer(store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, store
 }
@@ -155,4 +162,51 @@ func wantError(t testing.TB, a answer, status int, code string) {
 	if e.Error.Code != code || e.Error.Message == "" {
 		t.Fatalf("error code %q message %q, want code %q and a message", e.Error.Code, e.Error.Message, code)
 	}
+}
+
+// scrape reads /metrics at base with Prometheus's own text parser, so the
+// exposition is checked as a scraper reads it.
+func scrape(t testing.TB, base string, hdr ...string) map[string]*dto.MetricFamily {
+	t.Helper()
+	a := do(t, nil, "GET", base+"/metrics", "", "", hdr...)
+	if a.Status != 200 {
+		t.Fatalf("GET /metrics: %d %s", a.Status, a.Body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(a.Body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return fams
+}
+
+// sample returns the value of family's sample with exactly these labels
+// (a histogram's count), failing when there is none.
+func sample(t testing.TB, fams map[string]*dto.MetricFamily, family string, labels map[string]string) float64 {
+	t.Helper()
+	f := fams[family]
+	if f == nil {
+		t.Fatalf("no metric family %s", family)
+	}
+	for _, m := range f.GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if !maps.Equal(got, labels) && !(len(got) == 0 && len(labels) == 0) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		case m.Untyped != nil:
+			return m.Untyped.GetValue()
+		}
+	}
+	t.Fatalf("no sample %s%v", family, labels)
+	return 0
 }

@@ -2,148 +2,152 @@ package tagd
 
 import (
 	"database/sql"
-	"fmt"
-	"io"
-	"slices"
+	"log/slog"
+	"net/http"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // latencyBuckets are the histogram's upper bounds in seconds.
 var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-type histogram struct {
-	counts []uint64 // per bucket, not cumulative; the last is +Inf
-	sum    float64
-	n      uint64
+// Label values come from fixed sets, so no request can add a series: a
+// client choosing the method or path would otherwise grow the registry (and
+// /metrics) without limit.
+const (
+	otherMethod = "OTHER" // any method not in knownMethods
+	otherRoute  = "other" // a request no route pattern matched
+	otherStatus = "other" // a status tagd does not send
+)
+
+var knownMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "DELETE": true,
+	"PATCH": true, "OPTIONS": true, "CONNECT": true, "TRACE": true,
 }
 
-type routeStatus struct{ route, method, status string }
-
-// metrics is the service's Prometheus registry, written out by hand in the
-// text exposition format (version 0.0.4).
-type metrics struct {
-	mu       sync.Mutex
-	requests map[routeStatus]*histogram
-	outcomes map[string]uint64 // "created", "existing"
-	retried  uint64            // calls that needed more than one attempt
-	limited  uint64
-}
-
-func newMetrics() *metrics {
-	return &metrics{requests: map[routeStatus]*histogram{}, outcomes: map[string]uint64{}}
-}
-
-func (m *metrics) observe(route, method string, status int, d time.Duration) {
-	k := routeStatus{route, method, strconv.Itoa(status)}
-	s := d.Seconds()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	h := m.requests[k]
-	if h == nil {
-		h = &histogram{counts: make([]uint64, len(latencyBuckets)+1)}
-		m.requests[k] = h
+func methodLabel(m string) string {
+	if knownMethods[m] {
+		return m
 	}
-	i, _ := slices.BinarySearch(latencyBuckets, s)
-	h.counts[i]++
-	h.sum += s
-	h.n++
+	return otherMethod
 }
 
-func (m *metrics) outcome(o Outcome) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+var knownStatuses = map[int]string{}
+
+func init() {
+	for _, c := range []int{200, 201, 400, 401, 404, 405, 408, 409, 413, 415, 422, 429, 500, 503} {
+		knownStatuses[c] = strconv.Itoa(c)
+	}
+}
+
+func statusLabel(code int) string {
+	if s, ok := knownStatuses[code]; ok {
+		return s
+	}
+	return otherStatus
+}
+
+// metrics is one Server's Prometheus registry: no package-level state, so
+// several servers in one process (the tests, tagload) keep their own counts.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	limited  prometheus.Counter
+	routes   map[string]bool // the registered patterns: the route label's values
+	calls    *callMetrics
+}
+
+func newMetrics(db *sql.DB, lib *libraryTracer) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tagd_http_requests_total",
+			Help: "HTTP requests answered, by route pattern, method and status.",
+		}, []string{"route", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tagd_http_request_duration_seconds",
+			Help:    "Time to answer HTTP requests, by route pattern, method and status.",
+			Buckets: latencyBuckets,
+		}, []string{"route", "method", "status"}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagd_rate_limited_total",
+			Help: "Requests refused by the per-client rate limit.",
+		}),
+		routes: map[string]bool{},
+		calls:  newCallMetrics(),
+	}
+	m.reg.MustRegister(lib.collectors()...)
+	m.reg.MustRegister(m.requests, m.duration, m.limited, m.calls.outcomes, m.calls.retried, m.calls.raced,
+		collectors.NewDBStatsCollector(db, "tagd"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe counts one answered request. route is the matched pattern, or ""
+// when none matched.
+func (m *metrics) observe(route, method string, status int, d time.Duration) {
+	if !m.routes[route] {
+		route = otherRoute
+	}
+	l := prometheus.Labels{"route": route, "method": methodLabel(method), "status": statusLabel(status)}
+	m.requests.With(l).Inc()
+	m.duration.With(l).Observe(d.Seconds())
+}
+
+func (m *metrics) handler(log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
+// callMetrics counts tag submissions found or created, those whose
+// transaction was retried, and those that lost the race for a new tag to
+// another request (the library's Tracer says so: see libraryTracer).
+type callMetrics struct {
+	outcomes *prometheus.CounterVec
+	retried  prometheus.Counter
+	raced    prometheus.Counter
+}
+
+func newCallMetrics() *callMetrics {
+	m := &callMetrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tagd_getorcreate_total",
+			Help: "Tags looked up or created, by outcome.",
+		}, []string{"outcome"}),
+		retried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagd_getorcreate_retried_total",
+			Help: "Submissions whose transaction ran again after a serialization failure, deadlock, busy database or lost connection.",
+		}),
+		raced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagd_getorcreate_lost_races_total",
+			Help: "Submissions that found their new tag created by another request between their lookup and their insert.",
+		}),
+	}
+	// Both outcomes are exported from the start, at zero.
+	m.outcomes.WithLabelValues("created")
+	m.outcomes.WithLabelValues("existing")
+	return m
+}
+
+// observe counts one committed submission's outcome.
+func (m *callMetrics) observe(o Outcome) {
 	if o.Created {
-		m.outcomes["created"]++
+		m.outcomes.WithLabelValues("created").Inc()
 	} else {
-		m.outcomes["existing"]++
+		m.outcomes.WithLabelValues("existing").Inc()
 	}
 	if o.Attempts > 1 {
-		m.retried++
+		m.retried.Inc()
 	}
-}
-
-func (m *metrics) rateLimited() {
-	m.mu.Lock()
-	m.limited++
-	m.mu.Unlock()
-}
-
-func labels(kv ...string) string {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i := 0; i < len(kv); i += 2 {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(kv[i])
-		b.WriteString(`="`)
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(kv[i+1]))
-		b.WriteByte('"')
+	if o.Raced {
+		m.raced.Inc()
 	}
-	b.WriteByte('}')
-	return b.String()
-}
-
-func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
-
-// write renders every metric, sorted so the output is stable.
-func (m *metrics) write(w io.Writer, db *sql.DB) {
-	m.mu.Lock()
-	keys := make([]routeStatus, 0, len(m.requests))
-	for k := range m.requests {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b routeStatus) int {
-		return strings.Compare(a.route+" "+a.method+" "+a.status, b.route+" "+b.method+" "+b.status)
-	})
-	var b strings.Builder
-	b.WriteString("# HELP tagd_http_requests_total HTTP requests answered, by route pattern, method and status.\n# TYPE tagd_http_requests_total counter\n")
-	for _, k := range keys {
-		fmt.Fprintf(&b, "tagd_http_requests_total%s %d\n", labels("route", k.route, "method", k.method, "status", k.status), m.requests[k].n)
-	}
-	b.WriteString("# HELP tagd_http_request_duration_seconds Time to answer HTTP requests, by route pattern, method and status.\n# TYPE tagd_http_request_duration_seconds histogram\n")
-	for _, k := range keys {
-		h := m.requests[k]
-		var cum uint64
-		for i, c := range h.counts {
-			cum += c
-			le := "+Inf"
-			if i < len(latencyBuckets) {
-				le = fmtFloat(latencyBuckets[i])
-			}
-			fmt.Fprintf(&b, "tagd_http_request_duration_seconds_bucket%s %d\n", labels("route", k.route, "method", k.method, "status", k.status, "le", le), cum)
-		}
-		l := labels("route", k.route, "method", k.method, "status", k.status)
-		fmt.Fprintf(&b, "tagd_http_request_duration_seconds_sum%s %s\n", l, fmtFloat(h.sum))
-		fmt.Fprintf(&b, "tagd_http_request_duration_seconds_count%s %d\n", l, h.n)
-	}
-	b.WriteString("# HELP tagd_getorcreate_total Tags looked up or created, by outcome.\n# TYPE tagd_getorcreate_total counter\n")
-	for _, o := range []string{"created", "existing"} {
-		fmt.Fprintf(&b, "tagd_getorcreate_total%s %d\n", labels("outcome", o), m.outcomes[o])
-	}
-	b.WriteString("# HELP tagd_getorcreate_retried_total Get-or-create calls that retried after a serialization failure, deadlock or busy database.\n# TYPE tagd_getorcreate_retried_total counter\n")
-	fmt.Fprintf(&b, "tagd_getorcreate_retried_total %d\n", m.retried)
-	b.WriteString("# HELP tagd_rate_limited_total Requests refused by the per-client rate limit.\n# TYPE tagd_rate_limited_total counter\n")
-	fmt.Fprintf(&b, "tagd_rate_limited_total %d\n", m.limited)
-	m.mu.Unlock()
-
-	st := db.Stats()
-	gauge := func(name, help string, v int) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
-	}
-	counter := func(name, help string, v string) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %s\n", name, help, name, name, v)
-	}
-	gauge("tagd_db_max_open_connections", "Maximum open database connections.", st.MaxOpenConnections)
-	gauge("tagd_db_open_connections", "Open database connections.", st.OpenConnections)
-	gauge("tagd_db_in_use_connections", "Database connections in use.", st.InUse)
-	gauge("tagd_db_idle_connections", "Idle database connections.", st.Idle)
-	counter("tagd_db_wait_count_total", "Times a request waited for a database connection.", strconv.FormatInt(st.WaitCount, 10))
-	counter("tagd_db_wait_duration_seconds_total", "Time spent waiting for database connections.", fmtFloat(st.WaitDuration.Seconds()))
-	counter("tagd_db_max_idle_closed_total", "Connections closed for exceeding the idle limit.", strconv.FormatInt(st.MaxIdleClosed, 10))
-	counter("tagd_db_max_lifetime_closed_total", "Connections closed for exceeding their lifetime.", strconv.FormatInt(st.MaxLifetimeClosed, 10))
-	io.WriteString(w, b.String())
 }

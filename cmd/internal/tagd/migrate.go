@@ -3,70 +3,69 @@ package tagd
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"fmt"
 	"hash/fnv"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// migrations are applied in order, each once per database and prefix; the
-// table <prefix>tagd_schema records which ran. {p} stands for the prefix.
-// Append new versions; never edit an applied one.
-var migrations = []map[string]string{
-	0: nil, // versions start at 1
-	1: {
-		"sqlite": `
-CREATE TABLE {p}tags (
-	id INTEGER PRIMARY KEY,
-	tag_key TEXT NOT NULL UNIQUE,
-	name TEXT NOT NULL,
-	count INTEGER NOT NULL DEFAULT 0,
-	created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-	updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
-CREATE INDEX {p}tags_by_count ON {p}tags (count DESC, id);
-CREATE TABLE {p}item_tags (
-	item TEXT NOT NULL,
-	tag_id INTEGER NOT NULL REFERENCES {p}tags (id),
-	created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-	PRIMARY KEY (item, tag_id))`,
-		"postgres": `
-CREATE TABLE {p}tags (
-	id BIGSERIAL PRIMARY KEY,
-	tag_key TEXT NOT NULL,
-	name TEXT NOT NULL,
-	count BIGINT NOT NULL DEFAULT 0,
-	created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-	updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-	CONSTRAINT {p}tags_key UNIQUE (tag_key));
-CREATE INDEX {p}tags_by_count ON {p}tags (count DESC, id);
-CREATE TABLE {p}item_tags (
-	item TEXT NOT NULL,
-	tag_id BIGINT NOT NULL REFERENCES {p}tags (id),
-	created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-	PRIMARY KEY (item, tag_id))`,
-		// utf8mb4_bin: equality must be exactly the canonical key; a _ci or
-		// accent-insensitive collation would merge tags we keep apart.
-		"mysql": `
-CREATE TABLE {p}tags (
-	id BIGINT AUTO_INCREMENT PRIMARY KEY,
-	tag_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-	name VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-	count BIGINT NOT NULL DEFAULT 0,
-	created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-	updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-	UNIQUE KEY {p}tags_key (tag_key),
-	KEY {p}tags_by_count (count, id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-CREATE TABLE {p}item_tags (
-	item VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-	tag_id BIGINT NOT NULL,
-	created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-	PRIMARY KEY (item, tag_id),
-	FOREIGN KEY (tag_id) REFERENCES {p}tags (id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
-	},
-}
+// The migrations are SQL files, one set per database, embedded in the
+// binary: migrations/<kind>/NNN_name.sql, applied in order of NNN, each once
+// per database and prefix; the table <prefix>tagd_schema records which ran.
+// {p} in a file stands for the prefix, and statements are separated by a
+// semicolon at the end of a line. Add new versions; never edit an applied
+// one: databases migrated by earlier builds keep their version numbers.
+//
+// Not goose or golang-migrate: either would add a dependency and a version
+// table of its own (so existing databases would need converting) for three
+// small sets of files, and the runner below already takes the cross-process
+// lock that lets several tagd processes start together.
+//
+//go:embed migrations
+var migrationFS embed.FS
+
+// migrations[kind][v] is the SQL of version v (index 0 unused).
+var migrations = loadMigrations()
 
 // SchemaVersion is the schema version this build migrates to.
-var SchemaVersion = len(migrations) - 1
+var SchemaVersion = len(migrations["sqlite"]) - 1
+
+var migrationName = regexp.MustCompile(`^([0-9]{3})_[a-z0-9_]+\.sql$`)
+
+// loadMigrations reads the embedded files and checks that every database
+// has the same versions, numbered from 1 without a gap. A build that breaks
+// this fails every test at start.
+func loadMigrations() map[string][]string {
+	out := map[string][]string{}
+	for _, kind := range []string{"sqlite", "postgres", "mysql"} {
+		entries, err := migrationFS.ReadDir("migrations/" + kind)
+		if err != nil {
+			panic(err)
+		}
+		out[kind] = []string{""}
+		for _, e := range entries { // ReadDir sorts by name
+			m := migrationName.FindStringSubmatch(e.Name())
+			if m == nil {
+				panic("tagd: migration file name " + kind + "/" + e.Name() + " is not NNN_name.sql")
+			}
+			if v, _ := strconv.Atoi(m[1]); v != len(out[kind]) {
+				panic(fmt.Sprintf("tagd: migration %s/%s: want version %d next", kind, e.Name(), len(out[kind])))
+			}
+			b, err := migrationFS.ReadFile("migrations/" + kind + "/" + e.Name())
+			if err != nil {
+				panic(err)
+			}
+			out[kind] = append(out[kind], string(b))
+		}
+	}
+	if len(out["postgres"]) != len(out["sqlite"]) || len(out["mysql"]) != len(out["sqlite"]) {
+		panic("tagd: the databases' migrations differ in number")
+	}
+	return out
+}
 
 // migrate brings the schema up to SchemaVersion. Several processes may start
 // at once: each takes a database-wide lock first (an advisory lock, GET_LOCK,
@@ -127,7 +126,7 @@ func migrate(ctx context.Context, db *sql.DB, kind, prefix string) error {
 	// MySQL commits DDL implicitly, so a failed migration there can leave a
 	// partial schema; the lock still keeps two processes from racing on it.
 	for v := int(have.Int64) + 1; v <= SchemaVersion; v++ {
-		for _, stmt := range strings.Split(migrations[v][kind], ";\n") {
+		for _, stmt := range strings.Split(migrations[kind][v], ";\n") {
 			if strings.TrimSpace(stmt) == "" {
 				continue
 			}

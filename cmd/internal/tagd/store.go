@@ -39,6 +39,18 @@ type itemTag struct {
 	CreatedAt time.Time `db:"created_at"`
 }
 
+// tagMinute counts a tag's submissions in one minute; a tag's minutes add
+// up to its count.
+type tagMinute struct {
+	TagID      int64 `db:"tag_id"`
+	UnixMinute int64 `db:"unix_minute"` // Unix time / 60
+	Count      int64 `db:"count"`
+}
+
+// MaxHistoryMinutes is the longest history GET /api/tags/{key}/history
+// returns.
+const MaxHistoryMinutes = 1440
+
 // Attached is one tag of a PUT /api/items/{item}/tags answer.
 type Attached struct {
 	Tag
@@ -50,11 +62,17 @@ type Attached struct {
 // library. It is safe for concurrent use, and several processes may share
 // one database.
 type Store struct {
-	db     *sql.DB
-	kind   string
-	prefix string
-	tags   *getorcreate.Table[Tag]
-	links  *getorcreate.Table[itemTag]
+	db      *sql.DB
+	kind    string
+	prefix  string
+	tags    *getorcreate.Table[Tag]
+	links   *getorcreate.Table[itemTag]
+	minutes *getorcreate.Table[tagMinute]
+	// requests is the ledger of Idempotency-Keys: a keyed write and its
+	// answer are recorded in one transaction.
+	requests *getorcreate.Ledger
+	// lib counts what the library's calls did, from its Tracer.
+	lib *libraryTracer
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,32}$`)
@@ -69,12 +87,23 @@ func OpenStore(ctx context.Context, db *sql.DB, kind, prefix string) (*Store, er
 	if err := migrate(ctx, db, kind, prefix); err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, kind: kind, prefix: prefix}
+	s := &Store{db: db, kind: kind, prefix: prefix, lib: newLibraryTracer(prefix)}
 	var err error
-	if s.tags, err = getorcreate.Open[Tag](ctx, db, prefix+"tags", "tag_key"); err != nil {
+	open := func(table string, key ...string) getorcreate.Config {
+		return getorcreate.Config{Table: prefix + table, Key: key, Tracer: s.lib}
+	}
+	if s.tags, err = getorcreate.OpenConfig[Tag](ctx, db, open("tags", "tag_key")); err != nil {
 		return nil, fmt.Errorf("tagd: %w", err)
 	}
-	if s.links, err = getorcreate.Open[itemTag](ctx, db, prefix+"item_tags", "item", "tag_id"); err != nil {
+	if s.links, err = getorcreate.OpenConfig[itemTag](ctx, db, open("item_tags", "item", "tag_id")); err != nil {
+		return nil, fmt.Errorf("tagd: %w", err)
+	}
+	if s.minutes, err = getorcreate.OpenConfig[tagMinute](ctx, db, open("tag_minutes", "tag_id", "unix_minute")); err != nil {
+		return nil, fmt.Errorf("tagd: %w", err)
+	}
+	// The ledger's DDL comes from the library (it is the library's table);
+	// CREATE ... IF NOT EXISTS is safe for processes starting together.
+	if s.requests, err = getorcreate.CreateLedger(ctx, db, prefix+"tagd_requests"); err != nil {
 		return nil, fmt.Errorf("tagd: %w", err)
 	}
 	return s, nil
@@ -88,8 +117,12 @@ func (s *Store) Kind() string { return s.kind }
 
 // Tables returns the names of the store's tables, for tests and tools that
 // clean up after themselves.
-func (s *Store) Tables() []string {
-	return []string{s.prefix + "item_tags", s.prefix + "tags", s.prefix + "tagd_schema"}
+func (s *Store) Tables() []string { return TableNames(s.prefix) }
+
+// TableNames returns the names of the tables a store with this prefix
+// creates, in an order they can be dropped in (referencing tables first).
+func TableNames(prefix string) []string {
+	return []string{prefix + "tag_minutes", prefix + "item_tags", prefix + "tags", prefix + "tagd_requests", prefix + "tagd_schema"}
 }
 
 // now is truncated to microseconds, the precision all three databases keep,
@@ -99,24 +132,94 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // Outcome reports how a get-or-create went, for metrics.
 type Outcome struct {
 	Created  bool
-	Attempts int
+	Attempts int  // the attempts of its transaction
+	Raced    bool // another request created the tag between this one's lookup and insert
 }
 
 // Submit counts one submission of name: it creates the tag with count 1, or
-// adds one to its count, in one atomic statement.
+// adds one to its count, and adds one to the tag's current minute, in one
+// transaction of two race-free UpdateOrCreate calls (the tag row first,
+// then its minute, the order every writer takes, so they cannot deadlock on
+// each other's rows).
 func (s *Store) Submit(ctx context.Context, name string) (Tag, Outcome, error) {
+	var tag Tag
+	var o Outcome
+	attempts := 0
+	err := getorcreate.RunTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		attempts++ // RunTx reruns the whole function on a retryable error
+		var err error
+		tag, o, err = s.SubmitTx(ctx, tx, name)
+		return err
+	})
+	if err != nil {
+		return Tag{}, Outcome{}, err
+	}
+	o.Attempts = attempts
+	return tag, o, nil
+}
+
+// SubmitTx is Submit inside the caller's transaction: the tag's count and
+// its current minute's, in that order (the tag row is locked first, as in
+// Attach, so two transactions cannot wait for each other).
+func (s *Store) SubmitTx(ctx context.Context, tx *sql.Tx, name string) (Tag, Outcome, error) {
 	key, display, err := Canonical(name)
 	if err != nil {
 		return Tag{}, Outcome{}, err
 	}
 	t := now()
-	res, err := s.tags.UpdateOrCreate(ctx,
+	ctx, rec := withCallRecord(ctx)
+	res, err := s.tags.UpdateOrCreateTx(ctx, tx,
 		Tag{Key: key, Name: display, Count: 1, CreatedAt: t, UpdatedAt: t},
 		getorcreate.Add("count", 1), getorcreate.Set("updated_at", t))
 	if err != nil {
 		return Tag{}, Outcome{}, err
 	}
-	return utc(res.Row), Outcome{res.Created, res.Attempts}, nil
+	if _, err := s.minutes.UpdateOrCreateTx(ctx, tx, tagMinute{res.Row.ID, unixMinute(t), 1}, getorcreate.Add("count", 1)); err != nil {
+		return Tag{}, Outcome{}, err
+	}
+	return utc(res.Row), Outcome{Created: res.Created, Attempts: 1, Raced: rec.raced()}, nil
+}
+
+// Once runs fn at most once per request id (see getorcreate.Ledger.Once):
+// tagd keeps there the answers to requests sent with an Idempotency-Key.
+func (s *Store) Once(ctx context.Context, id, fingerprint string, fn func(tx *sql.Tx) ([]byte, error)) ([]byte, bool, error) {
+	return s.requests.Once(ctx, id, fingerprint, fn)
+}
+
+// ExpireRequests forgets the Idempotency-Keys recorded before the given
+// time, and says how many.
+func (s *Store) ExpireRequests(ctx context.Context, before time.Time) (int64, error) {
+	return s.requests.Expire(ctx, before)
+}
+
+func unixMinute(t time.Time) int64 { return t.Unix() / 60 }
+
+// History returns the submissions of the tag named name in each of the
+// last minutes minutes up to now.
+func (s *Store) History(ctx context.Context, name string, minutes int, at time.Time) (HistoryAnswer, error) {
+	if minutes < 1 || minutes > MaxHistoryMinutes {
+		return HistoryAnswer{}, inputErrorf("invalid_minutes", "minutes must be 1 to %d", MaxHistoryMinutes)
+	}
+	tag, err := s.Get(ctx, name)
+	if err != nil {
+		return HistoryAnswer{}, err
+	}
+	last := unixMinute(at)
+	first := last - int64(minutes) + 1
+	rows, err := s.db.QueryContext(ctx, s.q("SELECT unix_minute, count FROM "+s.prefix+"tag_minutes WHERE tag_id = ? AND unix_minute BETWEEN ? AND ?"), tag.ID, first, last)
+	if err != nil {
+		return HistoryAnswer{}, err
+	}
+	defer rows.Close()
+	h := HistoryAnswer{Key: tag.Key, Name: tag.Name, Minutes: minutes, Start: time.Unix(first*60, 0).UTC(), Counts: make([]int64, minutes)}
+	for rows.Next() {
+		var m, c int64
+		if err := rows.Scan(&m, &c); err != nil {
+			return HistoryAnswer{}, err
+		}
+		h.Counts[m-first] = c
+	}
+	return h, rows.Err()
 }
 
 // Get returns the tag whose key is the canonical form of name.
@@ -192,6 +295,26 @@ func (s *Store) List(ctx context.Context, prefix string, limit int, cursor strin
 // Names with the same key count once. Attaching again changes nothing:
 // the (item, tag) link is the get-or-create that decides who counts.
 func (s *Store) Attach(ctx context.Context, item string, names []string) ([]Attached, []Outcome, error) {
+	var out []Attached
+	var outcomes []Outcome
+	attempts := 0
+	err := getorcreate.RunTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		attempts++ // RunTx reruns the whole function on a retryable error
+		var err error
+		out, outcomes, err = s.AttachTx(ctx, tx, item, names)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range outcomes {
+		outcomes[i].Attempts = attempts
+	}
+	return out, outcomes, nil
+}
+
+// AttachTx is Attach inside the caller's transaction.
+func (s *Store) AttachTx(ctx context.Context, tx *sql.Tx, item string, names []string) ([]Attached, []Outcome, error) {
 	item, err := cleanItem(item)
 	if err != nil {
 		return nil, nil, err
@@ -214,55 +337,55 @@ func (s *Store) Attach(ctx context.Context, item string, names []string) ([]Atta
 	}
 	var out []Attached
 	var outcomes []Outcome
-	attempts := 0
-	err = getorcreate.RunTx(ctx, s.db, nil, func(tx *sql.Tx) error {
-		attempts++ // RunTx reruns the whole function on a retryable error
-		t := now()
-		for i := range rows {
-			rows[i].CreatedAt, rows[i].UpdatedAt = t, t
+	t := now()
+	for i := range rows {
+		rows[i].CreatedAt, rows[i].UpdatedAt = t, t
+	}
+	// An update that changes nothing, rather than GetOrCreateManyTx:
+	// it write-locks the tag rows now, in the library's key order.
+	// Reading them here and writing their counts below would let two
+	// requests each hold a shared lock the other needs to upgrade, which
+	// MariaDB breaks as a deadlock.
+	got, err := s.tags.UpdateOrCreateManyTx(ctx, tx, rows, getorcreate.Add("count", 0))
+	if err != nil {
+		return nil, nil, err
+	}
+	links := make([]itemTag, len(got))
+	for i, r := range got {
+		links[i] = itemTag{Item: item, TagID: r.Row.ID, CreatedAt: t}
+	}
+	linked, err := s.links.GetOrCreateManyTx(ctx, tx, links)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, outcomes = make([]Attached, len(got)), make([]Outcome, len(got))
+	var inc []Tag
+	var incAt []int
+	for i, r := range got {
+		out[i] = Attached{Tag: utc(r.Row), Created: r.Created, Attached: linked[i].Created}
+		outcomes[i] = Outcome{Created: r.Created, Attempts: 1}
+		if linked[i].Created {
+			inc = append(inc, Tag{Key: r.Row.Key, Name: r.Row.Name, Count: 1, CreatedAt: t, UpdatedAt: t})
+			incAt = append(incAt, i)
 		}
-		// An update that changes nothing, rather than GetOrCreateManyTx:
-		// it write-locks the tag rows now, in the library's key order.
-		// Reading them here and writing their counts below would let two
-		// requests each hold a shared lock the other needs to upgrade, which
-		// MariaDB breaks as a deadlock.
-		got, err := s.tags.UpdateOrCreateManyTx(ctx, tx, rows, getorcreate.Add("count", 0))
-		if err != nil {
-			return err
-		}
-		links := make([]itemTag, len(got))
-		for i, r := range got {
-			links[i] = itemTag{Item: item, TagID: r.Row.ID, CreatedAt: t}
-		}
-		linked, err := s.links.GetOrCreateManyTx(ctx, tx, links)
-		if err != nil {
-			return err
-		}
-		out, outcomes = make([]Attached, len(got)), make([]Outcome, len(got))
-		var inc []Tag
-		var incAt []int
-		for i, r := range got {
-			out[i] = Attached{Tag: utc(r.Row), Created: r.Created, Attached: linked[i].Created}
-			outcomes[i] = Outcome{r.Created, attempts}
-			if linked[i].Created {
-				inc = append(inc, Tag{Key: r.Row.Key, Name: r.Row.Name, Count: 1, CreatedAt: t, UpdatedAt: t})
-				incAt = append(incAt, i)
-			}
-		}
-		if len(inc) == 0 {
-			return nil
-		}
-		// Only the links this transaction created add to a count, so a
-		// repeated or concurrent identical request counts nothing twice.
-		upd, err := s.tags.UpdateOrCreateManyTx(ctx, tx, inc, getorcreate.Add("count", 1), getorcreate.Set("updated_at", t))
-		if err != nil {
-			return err
-		}
-		for j, r := range upd {
-			out[incAt[j]].Tag = utc(r.Row)
-		}
-		return nil
-	})
+	}
+	if len(inc) == 0 {
+		return out, outcomes, nil
+	}
+	// Only the links this transaction created add to a count, so a
+	// repeated or concurrent identical request counts nothing twice.
+	upd, err := s.tags.UpdateOrCreateManyTx(ctx, tx, inc, getorcreate.Add("count", 1), getorcreate.Set("updated_at", t))
+	if err != nil {
+		return nil, nil, err
+	}
+	mins := make([]tagMinute, len(upd))
+	for j, r := range upd {
+		out[incAt[j]].Tag = utc(r.Row)
+		mins[j] = tagMinute{r.Row.ID, unixMinute(t), 1}
+	}
+	// The tag rows are locked above; their minutes come after them, as
+	// in Submit.
+	_, err = s.minutes.UpdateOrCreateManyTx(ctx, tx, mins, getorcreate.Add("count", 1))
 	if err != nil {
 		return nil, nil, err
 	}
