@@ -25,6 +25,7 @@ import (
 func flags(cfg *tagd.Config, tokenFile *string, logLevel *slog.Level, jsonLogs *bool) *flag.FlagSet {
 	fs := flag.NewFlagSet("tagd", flag.ContinueOnError)
 	fs.StringVar(&cfg.DSN, "db", "sqlite:tagd.db", "database: sqlite:PATH, postgres://... or mysql://...")
+	fs.StringVar(&cfg.ReplicaDSN, "db-replica", "", "read replica of --db (a hot standby): serves tag lookups and lists; writes go to --db")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&cfg.OpsAddr, "ops-addr", "", "serve /metrics and /readyz on this address only, without the token")
 	fs.StringVar(tokenFile, "token-file", "", "file holding the token that writes need (else $TAGD_TOKEN; none: writes are open)")

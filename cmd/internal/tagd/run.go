@@ -21,6 +21,11 @@ type Config struct {
 	// DSN is the database, in the project's forms: sqlite:PATH,
 	// postgres://..., mysql://... Default: sqlite:tagd.db.
 	DSN string
+	// ReplicaDSN, when set, is a read replica of DSN (a hot standby) that
+	// serves GET /api/tags/{key} (a tag it lacks is read on DSN) and the
+	// tag list (which may then lag DSN by the standby's replay). Writes
+	// and everything else go to DSN.
+	ReplicaDSN string
 	// Addr is the listen address. Default: 127.0.0.1:8080. Port 0 picks a
 	// free port (see Ready).
 	Addr string
@@ -108,6 +113,14 @@ func Run(ctx context.Context, cfg Config) error {
 	store, err := OpenStore(ctx, db, parsed.Kind, cfg.TablePrefix)
 	if err != nil {
 		return err
+	}
+	if cfg.ReplicaDSN != "" {
+		replica, _, err := dsn.Open(ctx, cfg.ReplicaDSN)
+		if err != nil {
+			return fmt.Errorf("tagd: opening the replica: %w", err)
+		}
+		defer replica.Close()
+		store.UseReplica(replica)
 	}
 	handler, err := NewServer(store, cfg.Options)
 	if err != nil {

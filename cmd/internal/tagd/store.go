@@ -73,6 +73,8 @@ type Store struct {
 	requests *getorcreate.Ledger
 	// lib counts what the library's calls did, from its Tracer.
 	lib *libraryTracer
+	// replica, when set, serves Get and List (see UseReplica).
+	replica *sql.DB
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,32}$`)
@@ -234,6 +236,9 @@ func (s *Store) Get(ctx context.Context, name string) (Tag, error) {
 		return Tag{}, ErrNotFound
 	}
 	key := foldKey(d)
+	if t, ok := s.getOnReplica(ctx, key); ok {
+		return t, nil
+	}
 	rows, err := s.db.QueryContext(ctx, s.q("SELECT "+tagCols+" FROM "+s.prefix+"tags WHERE tag_key = ?"), key)
 	if err != nil {
 		return Tag{}, err
@@ -273,7 +278,7 @@ func (s *Store) List(ctx context.Context, prefix string, limit int, cursor strin
 	}
 	q += " ORDER BY count DESC, id ASC LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	rows, err := s.reader().QueryContext(ctx, s.q(q), args...)
 	if err != nil {
 		return nil, "", err
 	}
