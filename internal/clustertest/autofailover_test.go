@@ -35,7 +35,7 @@ func TestAutoFailoverOnce(t *testing.T) {
 	res := failoverRun(t, 20, func(ctx context.Context, id string) error {
 		_, err := tags.UpdateOrCreateOnce(ctx, id, tag{Name: "hot", Count: 1}, getorcreate.Add("count", 1))
 		return err
-	}, func() time.Time {
+	}, nil, func() time.Time {
 		killTook = script(t, "pgautofailover", "kill", primary)
 		return time.Now()
 	})

@@ -180,7 +180,10 @@ func (e *errorsSeen) add(err error) {
 		e.kinds = map[string]int{}
 	}
 	k := "unclassified"
-	if kind := getorcreate.Kind(err); kind != nil {
+	var he *httpError
+	if errors.As(err, &he) {
+		k = he.Error()
+	} else if kind := getorcreate.Kind(err); kind != nil {
 		k = kind.Error()
 		if errors.Is(err, getorcreate.ErrIndeterminate) {
 			k = "indeterminate"

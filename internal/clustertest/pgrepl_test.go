@@ -204,7 +204,11 @@ func checkLedger(t *testing.T, db *sql.DB, table string, acked []string) (lost, 
 	return lost, len(have), count
 }
 
-func failoverRun(t *testing.T, callers int, submit func(ctx context.Context, id string) error, kill func() (dead time.Time)) *failoverResult {
+//
+// typed says whether an error is one a client may answer by sending the
+// same id again (nil: the library's ErrConnection, which ErrIndeterminate
+// matches too).
+func failoverRun(t *testing.T, callers int, submit func(ctx context.Context, id string) error, typed func(error) bool, kill func() (dead time.Time)) *failoverResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -254,7 +258,7 @@ func failoverRun(t *testing.T, callers int, submit func(ctx context.Context, id 
 						res.inDoubt++
 						mu.Unlock()
 					}
-					if !errors.Is(err, getorcreate.ErrConnection) {
+					if typed == nil && !errors.Is(err, getorcreate.ErrConnection) || typed != nil && !typed(err) {
 						mu.Lock()
 						res.untyped = append(res.untyped, err)
 						mu.Unlock()
@@ -316,7 +320,7 @@ func TestFailoverOnce(t *testing.T) {
 	res := failoverRun(t, callers, func(ctx context.Context, id string) error {
 		_, err := tags.UpdateOrCreateOnce(ctx, id, tag{Name: "hot", Count: 1}, getorcreate.Add("count", 1))
 		return err
-	}, func() time.Time {
+	}, nil, func() time.Time {
 		killTook = script(t, "pgrepl", "kill-primary")
 		dead := time.Now()
 		promoteTook = script(t, "pgrepl", "promote")
