@@ -204,7 +204,6 @@ func checkLedger(t *testing.T, db *sql.DB, table string, acked []string) (lost, 
 	return lost, len(have), count
 }
 
-//
 // typed says whether an error is one a client may answer by sending the
 // same id again (nil: the library's ErrConnection, which ErrIndeterminate
 // matches too).
