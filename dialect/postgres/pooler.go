@@ -49,13 +49,7 @@ func (pgDialect) CheckSession(ctx context.Context, db *sql.DB) error {
 		return nil // Open's own queries report an unreachable server
 	}
 	defer a.Close()
-	var pa *pgx.Conn
-	_ = a.Raw(func(dc any) error {
-		if c, ok := dc.(*stdlib.Conn); ok {
-			pa = c.Conn()
-		}
-		return nil
-	})
+	pa := pgxConn(a)
 	if pa == nil || PoolerSafe(pa.Config().DefaultQueryExecMode) {
 		return nil
 	}
@@ -64,13 +58,7 @@ func (pgDialect) CheckSession(ctx context.Context, db *sql.DB) error {
 		return nil
 	}
 	defer b.Close()
-	var pb *pgx.Conn
-	_ = b.Raw(func(dc any) error {
-		if c, ok := dc.(*stdlib.Conn); ok {
-			pb = c.Conn()
-		}
-		return nil
-	})
+	pb := pgxConn(b)
 	if pb == nil {
 		return nil
 	}
@@ -86,6 +74,19 @@ func (pgDialect) CheckSession(ctx context.Context, db *sql.DB) error {
 		return PoolerError(pa.Config().DefaultQueryExecMode, "database/sql")
 	}
 	return nil
+}
+
+// pgxConn is the pgx connection under a database/sql one, or nil for
+// another driver (lib/pq, a wrapping driver).
+func pgxConn(c *sql.Conn) *pgx.Conn {
+	var pc *pgx.Conn
+	_ = c.Raw(func(dc any) error {
+		if sc, ok := dc.(*stdlib.Conn); ok {
+			pc = sc.Conn()
+		}
+		return nil
+	})
+	return pc
 }
 
 // SameBackend reports whether two client connections, open at the same
