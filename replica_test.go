@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/getorcreate/getorcreate"
 	"github.com/getorcreate/getorcreate/internal/dsn"
@@ -165,5 +166,20 @@ func TestReplicaStampede(t *testing.T) {
 			t.Fatalf("GetOrCreate with a replica broke the contract: %+v", v)
 		}
 		t.Logf("%d of the calls were answered by the replica", hits.Load())
+	})
+}
+
+// TestOpenOneConnectionPool: the pooler check at Open needs a second
+// connection; a pool of one must still open (it is not probed).
+func TestOpenOneConnectionPool(t *testing.T) {
+	testdb.EachOf(t, []string{"postgres"}, func(t *testing.T, db *testdb.DB) {
+		table := db.Create(t, testdb.TagsDDL)
+		one := testdb.FreshPool(t, db.DSN)
+		one.SetMaxOpenConns(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := getorcreate.Open[Tag](ctx, one, table, "name"); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

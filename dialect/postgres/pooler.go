@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/jackc/pgx/v5"
@@ -53,7 +54,13 @@ func (pgDialect) CheckSession(ctx context.Context, db *sql.DB) error {
 	if pa == nil || PoolerSafe(pa.Config().DefaultQueryExecMode) {
 		return nil
 	}
-	b, err := db.Conn(ctx)
+	if m := db.Stats().MaxOpenConnections; m == 1 {
+		return nil // a second connection would wait for the first forever
+	}
+	// The pool may be busy with the caller's other work: do not wait long.
+	bctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	b, err := db.Conn(bctx)
 	if err != nil {
 		return nil
 	}
