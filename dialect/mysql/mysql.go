@@ -168,10 +168,12 @@ func class(err error) dialect.Class {
 		return dialect.ClassOther
 	}
 	switch e.Number {
-	case 1040, 1047, 1053, 1927, 2006, 2013:
+	case 1040, 1047, 1053, 1180, 1927, 2006, 2013:
 		// Too many connections; WSREP has not yet prepared the node (a
 		// Galera node outside the primary component); server shutdown in
-		// progress; connection killed; server gone away; lost connection
+		// progress; an error during COMMIT (a Galera node that lost the
+		// primary component answers it: whether the commit took effect is
+		// not known); connection killed; server gone away; lost connection
 		// during query.
 		return dialect.ClassConnection
 	case 1062, 1586: // ER_DUP_ENTRY, ER_DUP_ENTRY_WITH_KEY_NAME
