@@ -53,13 +53,6 @@ func open(t testing.TB, s string) *sql.DB {
 	return db
 }
 
-func kindOf(s string) string {
-	if strings.HasPrefix(s, "mysql") || strings.HasPrefix(s, "mariadb") {
-		return "mysql"
-	}
-	return "postgres"
-}
-
 // newTable creates a fresh table through db (of kind) and drops it when t
 // ends.
 func newTable(t testing.TB, db *sql.DB, kind string) string {
