@@ -32,6 +32,9 @@ func (t *tableCore) inspect(ctx context.Context, cfg Config) error {
 		return t.wrap("Open", fmt.Errorf("inspecting table %s: %w", cfg.Table, t.d.Interpret(err)))
 	}
 	t.feat = feat
+	if feat.Refusal != nil {
+		return se(ErrKeyAltered, feat.Refusal.Problem, feat.Refusal.Fix)
+	}
 	t.dt = &dialect.Table{Name: cfg.Table, Columns: t.m.Columns(), Schema: schema}
 	for _, f := range t.m.Fields {
 		if schema.Column(f.Column) == nil {
@@ -59,6 +62,12 @@ func (t *tableCore) inspect(ctx context.Context, cfg Config) error {
 		t.keyPos = append(t.keyPos, i)
 	}
 	t.dt.Key = t.keyPos
+	if err := t.checkKeyTypes(cfg, schema); err != nil {
+		return err
+	}
+	if err := t.checkTimes(cfg, schema); err != nil {
+		return err
+	}
 	arbiter, ok := findArbiter(schema.Unique, cfg.Key)
 	if !ok {
 		return se(ErrNoUniqueIndex, nearMiss(schema.Unique, cfg.Key)+"; without it concurrent calls can create duplicate rows", t.d.CreateIndexDDL(cfg.Table, cfg.Key)+";")

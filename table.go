@@ -99,6 +99,8 @@ type tableCore struct {
 	// treats NULLs as equal.
 	nullKeyOK   []bool
 	defaultable []int // positions of fields whose column the database can fill
+	keyChecks   []keyCheck
+	timePos     []int // positions of fields that may hold a time.Time, bound in UTC
 	plans       sync.Map
 	// finds counts recent calls that found their key (up) against those
 	// that created it (down), clamped: the score Adaptive reads.

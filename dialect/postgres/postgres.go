@@ -48,7 +48,7 @@ func (pgDialect) Detect(ctx context.Context, q dialect.Querier) bool {
 }
 
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{MaxParams: 65535}
+	f := dialect.Features{MaxParams: 65535, PartialIndexes: true}
 	s := &dialect.Schema{Table: table}
 	var vnum int
 	if err := sqlbuild.QueryEach(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
@@ -81,7 +81,9 @@ SELECT a.attname,
        NOT a.attnotnull,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        a.attidentity <> '' OR coalesce(pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%', false),
-       coalesce(co.collname, '')
+       coalesce(co.collname, ''),
+       coalesce(CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END, ''),
+       ty.typname, a.atttypmod
 FROM pg_attribute a
 JOIN pg_type ty ON ty.oid = a.atttypid
 LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
@@ -89,9 +91,12 @@ LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
 		var c dialect.Column
-		if err := r.Scan(&c.Name, &c.Type, &c.Nullable, &c.HasDefault, &c.Identity, &c.Collation); err != nil {
+		var typname string
+		var typmod int
+		if err := r.Scan(&c.Name, &c.Type, &c.Nullable, &c.HasDefault, &c.Identity, &c.Collation, &c.Default, &typname, &typmod); err != nil {
 			return err
 		}
+		describe(&c, typname, typmod)
 		s.Columns = append(s.Columns, c)
 		return nil
 	})
@@ -103,7 +108,7 @@ ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
 		nnd = "i.indnullsnotdistinct"
 	}
 	err = sqlbuild.QueryEach(ctx, q, `
-SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, i.indexprs IS NOT NULL,
+SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, coalesce(pg_get_expr(i.indpred, i.indrelid), ''), i.indexprs IS NOT NULL,
        coalesce(con.condeferrable, false), `+nnd+`,
        coalesce((SELECT json_agg(a.attname ORDER BY k.ord)
                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
@@ -116,7 +121,7 @@ WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid
 ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 		var ix dialect.Index
 		var cols string
-		if err := r.Scan(&ix.Name, &ix.Primary, &ix.Partial, &ix.Expression, &ix.Deferrable, &ix.NullsNotDistinct, &cols); err != nil {
+		if err := r.Scan(&ix.Name, &ix.Primary, &ix.Partial, &ix.Predicate, &ix.Expression, &ix.Deferrable, &ix.NullsNotDistinct, &cols); err != nil {
 			return err
 		}
 		if err := json.Unmarshal([]byte(cols), &ix.Columns); err != nil {
@@ -130,6 +135,45 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 	}
 	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`, *oid)
 	return s, f, err
+}
+
+// describe fills in what a column of type typname (pg_type.typname) with
+// modifier typmod does to a value. Domains, arrays and the other types are
+// KindOther: the key checks leave them to the database.
+func describe(c *dialect.Column, typname string, typmod int) {
+	switch typname {
+	case "varchar", "bpchar":
+		c.Kind = dialect.KindText
+		if typmod >= 4 {
+			c.Length = typmod - 4
+			if typname == "bpchar" {
+				c.Fixed = dialect.PadsSpaces
+			}
+		}
+	case "text", "citext", "name":
+		c.Kind = dialect.KindText
+	case "bytea":
+		c.Kind = dialect.KindBinary
+	case "int2", "int4", "int8":
+		c.Kind = dialect.KindInt
+		c.Bits = map[string]int{"int2": 16, "int4": 32, "int8": 64}[typname]
+	case "numeric":
+		c.Kind = dialect.KindDecimal
+	case "float4", "float8":
+		c.Kind, c.Bits = dialect.KindFloat, 32
+		if typname == "float8" {
+			c.Bits = 64
+		}
+	case "bool":
+		c.Kind = dialect.KindBool
+	case "timestamp", "timestamptz":
+		c.Kind, c.Digits = dialect.KindTime, 6
+		if typmod >= 0 {
+			c.Digits = typmod
+		}
+	case "date":
+		c.Kind = dialect.KindDate
+	}
 }
 
 // sqlState is what a PostgreSQL driver's error reports: pgx's

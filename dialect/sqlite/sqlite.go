@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
+	"github.com/getorcreate/getorcreate/internal/sqlexpr"
 	msqlite "modernc.org/sqlite"
 )
 
@@ -57,7 +59,7 @@ func splitName(table string) (schema, name string) {
 }
 
 func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{MaxParams: 32766, PrepareOnce: true}
+	f := dialect.Features{MaxParams: 32766, PrepareOnce: true, PartialIndexes: true}
 	s := &dialect.Schema{Table: table}
 	schema, name := splitName(table)
 	if err := sqlbuild.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
@@ -70,15 +72,19 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	}
 	var pkCols []string
 	var pkType string
-	err := sqlbuild.QueryEach(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
+	err := sqlbuild.QueryEach(ctx, q, `SELECT name, type, "notnull", coalesce(dflt_value, ''), dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
 		[]any{name, schema}, func(r dialect.Rows) error {
 			var c dialect.Column
 			var notnull, hasDef bool
 			var pk, hidden int
-			if err := r.Scan(&c.Name, &c.Type, &notnull, &hasDef, &pk, &hidden); err != nil {
+			if err := r.Scan(&c.Name, &c.Type, &notnull, &c.Default, &hasDef, &pk, &hidden); err != nil {
 				return err
 			}
 			c.Nullable, c.HasDefault = !notnull, hasDef || hidden >= 2
+			if hidden >= 2 {
+				c.Default = "" // a generated column's expression is no default
+			}
+			describe(&c)
 			if pk > 0 {
 				pkCols = append(pkCols, c.Name)
 				pkType = c.Type
@@ -112,6 +118,16 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	hasPKIndex := false
 	for _, i := range idxs {
 		ix := dialect.Index{Name: i.name, Primary: i.origin == "pk", Partial: i.partial}
+		if ix.Partial {
+			// SQLite keeps the CREATE INDEX statement as written; the
+			// predicate is what follows the WHERE after its column list.
+			var create string
+			if err := sqlbuild.QueryEach(ctx, q, `SELECT sql FROM `+quote(schema)+`.sqlite_schema WHERE type = 'index' AND name = ?`,
+				[]any{i.name}, func(r dialect.Rows) error { return r.Scan(&create) }); err != nil {
+				return nil, f, err
+			}
+			ix.Predicate, _ = sqlexpr.IndexWhere(create)
+		}
 		hasPKIndex = hasPKIndex || ix.Primary
 		err := sqlbuild.QueryEach(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
 			[]any{i.name, schema}, func(r dialect.Rows) error {
@@ -143,7 +159,94 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 		}
 	}
 	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`, name)
-	return s, f, err
+	if err != nil {
+		return nil, f, err
+	}
+	return s, f, probeTime(ctx, q, s)
+}
+
+// describe fills in what a column does to a value, from its declared type
+// by SQLite's affinity rules (https://sqlite.org/datatype3.html#affinity):
+// an INTEGER or NUMERIC column converts a string that looks like a number,
+// a TEXT column a number to text (SQ-7). SQLite enforces no lengths.
+// modernc.org/sqlite reads a text value back as a time.Time only from a
+// column declared DATE, DATETIME or TIMESTAMP.
+func describe(c *dialect.Column) {
+	t := strings.ToUpper(c.Type)
+	switch {
+	case t == "DATE" || t == "DATETIME" || t == "TIMESTAMP":
+		c.Kind = dialect.KindTime
+	case strings.Contains(t, "INT"):
+		c.Kind, c.Bits = dialect.KindInt, 64
+	case strings.Contains(t, "CHAR") || strings.Contains(t, "CLOB") || strings.Contains(t, "TEXT"):
+		c.Kind = dialect.KindText
+	case t == "" || t == "ANY" || strings.Contains(t, "BLOB"):
+		// BLOB affinity stores every value as given: 12 and '12' are two
+		// keys, and a Go value always binds as the same type.
+	case strings.Contains(t, "REAL") || strings.Contains(t, "FLOA") || strings.Contains(t, "DOUB"):
+		c.Kind, c.Bits = dialect.KindFloat, 64
+	default:
+		c.Kind = dialect.KindDecimal // NUMERIC affinity
+	}
+}
+
+// timeFormats are the layouts modernc.org/sqlite parses a DATE, DATETIME
+// or TIMESTAMP value with (its parseTimeFormats, then t.String()'s).
+var timeFormats = []string{
+	"2006-01-02 15:04:05.999999999-07:00",
+	"2006-01-02T15:04:05.999999999-07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04",
+	"2006-01-02T15:04",
+	"2006-01-02",
+	"2006-01-02 15:04:05.999999999 -0700 MST",
+}
+
+// probeTime asks the connection how it writes a time.Time (the DSN's
+// _time_format and _loc decide: by default t.String(), whose zone a
+// numeric abbreviation such as "+0200" makes unreadable): SELECT of a
+// bound time returns the text it would store, with no write. The library
+// binds times in UTC, which every format reads back; the probe catches a
+// format or _loc it cannot, and learns how many fractional digits of a
+// second survive.
+func probeTime(ctx context.Context, q dialect.Querier, s *dialect.Schema) error {
+	probe := time.Date(2000, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	var v any
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT ?`, []any{probe}, func(r dialect.Rows) error { return r.Scan(&v) }); err != nil {
+		return err
+	}
+	var got time.Time
+	ok := false
+	switch v := v.(type) {
+	case time.Time:
+		got, ok = v, true
+	case string:
+		for _, f := range timeFormats {
+			if t, err := time.Parse(f, strings.TrimSuffix(strings.TrimSpace(strings.Split(v, " m=")[0]), "Z")); err == nil {
+				got, ok = t, true
+				break
+			}
+		}
+	}
+	problem := ""
+	digits := 0
+	switch {
+	case !ok:
+		problem = fmt.Sprintf("the connection writes a time as %q, which modernc.org/sqlite cannot read back: set _time_format=sqlite in the DSN (and no _loc whose zone has no name)", v)
+	case !got.Truncate(time.Second).Equal(probe.Truncate(time.Second)):
+		problem = fmt.Sprintf("the connection writes %v as %q, another instant: set _time_format=sqlite in the DSN", probe, v)
+	default:
+		for n := got.Nanosecond(); n%1_000_000_000 != 0 && digits < 9; n = (n * 10) % 1_000_000_000 {
+			digits++
+		}
+	}
+	for i := range s.Columns {
+		if c := &s.Columns[i]; c.Kind == dialect.KindTime {
+			c.TimeProblem, c.Digits = problem, digits
+		}
+	}
+	return nil
 }
 
 // SQLite result codes (https://sqlite.org/rescode.html).
