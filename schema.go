@@ -83,7 +83,7 @@ func (t *tableCore) inspect(ctx context.Context, cfg Config) error {
 		t.nullKeyOK = append(t.nullKeyOK, c.Nullable && arbiter.NullsNotDistinct)
 	}
 	for i, f := range t.m.Fields {
-		if c := schema.Column(f.Column); c.HasDefault && !t.isKey(f.Column) && len(t.defaultable) < 64 {
+		if c := schema.Column(f.Column); c.HasDefault && !f.Explicit && !t.isKey(f.Column) && len(t.defaultable) < 64 {
 			t.defaultable = append(t.defaultable, i)
 		}
 	}
