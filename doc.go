@@ -15,7 +15,10 @@
 //
 // The key columns must be exactly those of a PRIMARY KEY or of a
 // non-partial, non-deferrable UNIQUE constraint or index: that index is the
-// only thing that keeps one row per key across connections. Without it Open
+// only thing that keeps one row per key across connections. On PostgreSQL
+// and SQLite a partial unique index serves too (soft deletes), when
+// [Config].Where names its predicate: lookups then see only the rows it
+// covers. Without it Open
 // returns a [*SchemaError] whose Fix is the DDL that adds it.
 //
 // # Zero values

@@ -282,6 +282,50 @@ var syntax = sqlbuild.Syntax{
 
 type plan struct {
 	find, insert, upsert sqlbuild.Stmt
+	// update is UPDATE ... WHERE key = $1 RETURNING: the key's row updated
+	// without an insert (no nextval).
+	update sqlbuild.Stmt
+	// covered, for a partial arbiter: its predicate on the proposed row.
+	covered sqlbuild.Stmt
+	where   string
+}
+
+// castValue writes the call's value at pos, cast to its column's type
+// without the modifier (see Inspect): INSERT ... SELECT does not type its
+// parameters from the target columns.
+func castValue(b *sqlbuild.Builder, pos int) {
+	b.Value(pos)
+	b.WriteString("::" + b.Table.Schema.Column(b.Table.Columns[pos]).Type)
+}
+
+// proposed writes "(SELECT $1::type AS col, ...) p": the proposed row,
+// with the columns a partial arbiter's predicate reads.
+func proposed(b *sqlbuild.Builder, s *dialect.Shape) {
+	b.WriteString("(SELECT ")
+	b.ProposedRow(s, func(pos int) { castValue(b, pos) }, func(col, expr string) {
+		b.WriteString("(" + expr + ")::" + b.Table.Schema.Column(col).Type)
+	})
+	b.WriteString(") p")
+}
+
+// insertSource writes what an insert selects from: the call's values, or,
+// for a partial arbiter, the proposed row where the predicate holds, so
+// that a row the index would not cover is never inserted.
+func insertSource(b *sqlbuild.Builder, s *dialect.Shape) {
+	b.WriteString(" SELECT ")
+	if b.Table.Where == "" {
+		for i, pos := range s.Insert {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			castValue(b, pos)
+		}
+		return
+	}
+	b.List("p.", b.Table.Columns, s.Insert)
+	b.WriteString(" FROM ")
+	proposed(b, s)
+	b.WriteString(" WHERE (" + b.Table.Where + ")")
 }
 
 // Compile builds:
@@ -297,8 +341,19 @@ type plan struct {
 // inserted the key after that snapshot, ON CONFLICT DO NOTHING waits for it
 // and returns no row, and the next find (a new snapshot under READ
 // COMMITTED) sees it.
+//
+// With a partial arbiter (Table.Where) every lookup adds the predicate,
+// ON CONFLICT (key) WHERE predicate infers the index, and the inserts
+// select from the proposed row where the predicate holds on it:
+//
+//	INSERT INTO t (...) SELECT p.c, ... FROM (SELECT $2::type AS c, ...) p
+//	WHERE (predicate) AND NOT EXISTS (... AND (predicate)) ON CONFLICT (key) WHERE (predicate) ...
 func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
-	p := &plan{}
+	return sqlbuild.Classify(compile(t, s), interpret), nil
+}
+
+func compile(t *dialect.Table, s *dialect.Shape) *plan {
+	p := &plan{where: t.Where}
 	all := sqlbuild.Seq(len(t.Columns))
 	table := quote(t.Name)
 
@@ -307,27 +362,25 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 	b.List("", t.Columns, all)
 	b.WriteString(" FROM " + table + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
+	b.AndWhere()
 	p.find = b.Stmt()
 
 	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + table + " (")
 	b.List("", t.Columns, s.Insert)
-	b.WriteString(") SELECT ")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		// INSERT ... SELECT does not type its parameters from the target
-		// columns, so cast them, to the type without its modifier (see
-		// Inspect).
-		b.Value(pos)
-		b.WriteString("::" + t.Schema.Column(t.Columns[pos]).Type)
+	b.WriteString(")")
+	insertSource(b, s)
+	if t.Where == "" {
+		b.WriteString(" WHERE")
+	} else {
+		b.WriteString(" AND")
 	}
-	b.WriteString(" WHERE NOT EXISTS (SELECT FROM " + table + " WHERE ")
+	b.WriteString(" NOT EXISTS (SELECT FROM " + table + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
-	b.WriteString(") ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	b.AndWhere()
+	b.WriteString(") ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	b.List("", t.Columns, all)
 	p.insert = b.Stmt()
 
@@ -335,11 +388,17 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		b = sqlbuild.NewBuilder(&syntax, t)
 		b.WriteString("INSERT INTO " + table + " AS " + alias + " (")
 		b.List("", t.Columns, s.Insert)
-		b.WriteString(") VALUES (")
-		b.Values(s.Insert)
-		b.WriteString(") ON CONFLICT (")
-		b.List("", t.Columns, t.Key)
-		b.WriteString(") DO UPDATE SET ")
+		if t.Where == "" {
+			b.WriteString(") VALUES (")
+			b.Values(s.Insert)
+			b.WriteString(")")
+		} else {
+			b.WriteString(")")
+			insertSource(b, s)
+		}
+		b.WriteString(" ON CONFLICT ")
+		b.ConflictTarget()
+		b.WriteString(" DO UPDATE SET ")
 		b.Assignments(s.Updates, nil)
 		b.WriteString(" RETURNING ")
 		b.List(alias+".", t.Columns, all)
@@ -350,7 +409,55 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		b.WriteString(", " + alias + ".xmax = 0")
 		p.upsert = b.Stmt()
 	}
-	return sqlbuild.Classify(p, interpret), nil
+	if len(s.Updates) > 0 {
+		p.update = buildUpdate(t, s)
+	}
+	if t.Where != "" {
+		b = sqlbuild.NewBuilder(&syntax, t)
+		b.WriteString("SELECT (" + t.Where + ") FROM ")
+		proposed(b, s)
+		p.covered = b.Stmt()
+	}
+	return p
+}
+
+// buildUpdate is UPDATE t AS t SET ... WHERE key = $1 [AND (predicate)]
+// RETURNING t.cols. A proposed column is what the upsert's EXCLUDED.col
+// would be: the call's value when the shape inserts it, else the column's
+// DEFAULT (or NULL).
+func buildUpdate(t *dialect.Table, s *dialect.Shape) sqlbuild.Stmt {
+	syn := syntax
+	syn.Proposed = func(b *sqlbuild.Builder, col string) {
+		pos, expr := t.ProposedValue(s, col)
+		if pos >= 0 {
+			castValue(b, pos)
+			return
+		}
+		b.WriteString("(" + expr + ")::" + t.Schema.Column(col).Type)
+	}
+	b := sqlbuild.NewBuilder(&syn, t)
+	b.WriteString("UPDATE " + quote(t.Name) + " AS " + alias + " SET ")
+	b.Assignments(s.Updates, nil)
+	b.WriteString(" WHERE ")
+	b.KeyMatch(alias+".", s.NullKeys)
+	b.AndWhere()
+	b.WriteString(" RETURNING ")
+	b.List(alias+".", t.Columns, sqlbuild.Seq(len(t.Columns)))
+	return b.Stmt()
+}
+
+// notCovered reports, for a partial arbiter, whether the call's proposed
+// row fails its predicate: asked only once an insert returned nothing and
+// a lookup found nothing either.
+func (p *plan) notCovered(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
+	if p.covered.SQL == "" {
+		return nil
+	}
+	ok, err := sqlbuild.ScanCovered(ctx, q, p.covered, c)
+	if err != nil || ok {
+		return err
+	}
+	return dialect.NotCovered(p.where)
 }
 
 func (p *plan) Statements() []dialect.Statement {
@@ -360,6 +467,9 @@ func (p *plan) Statements() []dialect.Statement {
 	}
 	if p.upsert.SQL != "" {
 		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+	}
+	if p.covered.SQL != "" {
+		st = append(st, dialect.Statement{Path: dialect.PathGet, Role: "the partial index's predicate on the proposed row, when nothing was inserted", SQL: p.covered.SQL})
 	}
 	return st
 }
@@ -386,6 +496,13 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 				c.Raced = found && (i > 1 || i == 1 && c.ReadFirst)
 				return false, err
 			}
+			if i > 0 {
+				// An insert returned nothing and the row is not there:
+				// a race, or a row the partial index would not cover.
+				if err := p.notCovered(ctx, q, c); err != nil {
+					return false, err
+				}
+			}
 		}
 		read = true
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
@@ -402,7 +519,26 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 	dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &created)
 	found, err := p.upsert.QueryOne(ctx, q, c, dest...)
 	if err == nil && !found {
-		err = errors.New("upsert returned no row")
+		return false, p.uncoveredUpdate(ctx, q, c)
 	}
 	return created, err
+}
+
+// uncoveredUpdate handles an upsert that neither inserted nor updated,
+// which only a partial arbiter's predicate failing on the proposed row
+// causes (it filters the row out before any conflict): the row passed is
+// only for creating, so the key's covered row, if there is one, is
+// updated as the upsert would have; else the row cannot be created.
+func (p *plan) uncoveredUpdate(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
+	if p.covered.SQL == "" {
+		return errors.New("upsert returned no row")
+	}
+	found, err := p.update.QueryOne(ctx, q, c, c.Dest...)
+	if err != nil || found {
+		return err
+	}
+	if err := p.notCovered(ctx, q, c); err != nil {
+		return err
+	}
+	return dialect.LostRace() // covered after all: the row came and went
 }

@@ -338,6 +338,9 @@ var syntax = sqlbuild.Syntax{
 
 type plan struct {
 	find, insert, guarded, update sqlbuild.Stmt
+	// covered, for a partial arbiter: its predicate on the proposed row.
+	covered sqlbuild.Stmt
+	where   string
 }
 
 // Compile builds:
@@ -350,12 +353,59 @@ type plan struct {
 // path, but SQLite cannot say whether it inserted or updated, so
 // UpdateOrCreate tries the UPDATE first (one statement for an existing key)
 // and inserts only when it touched nothing.
+//
+// With a partial arbiter (Table.Where) every lookup and the UPDATE add the
+// predicate, ON CONFLICT (key) WHERE predicate names the index, and the
+// inserts select from the proposed row where the predicate holds on it:
+// INSERT INTO t (...) SELECT "c", ... FROM (SELECT ? AS "c", ...) p WHERE (predicate) ...
 func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
 	return sqlbuild.Classify(compile(t, s), interpret), nil
 }
 
+// proposed writes "(SELECT ? AS c, ...) p": the proposed row, with the
+// columns a partial arbiter's predicate reads.
+func proposed(b *sqlbuild.Builder, s *dialect.Shape) {
+	b.WriteString("(SELECT ")
+	b.ProposedRow(s, b.Value, func(_, expr string) { b.WriteString("(" + expr + ")") })
+	b.WriteString(") p")
+}
+
+// insertValues writes the rows an insert takes: VALUES (...), or for a
+// partial arbiter the proposed row where the predicate holds, and then,
+// when guard is set, the condition that the key has no row yet. Every
+// form ends in a WHERE, which keeps ON CONFLICT from being read as a
+// join constraint (SQ-1).
+func insertValues(b *sqlbuild.Builder, s *dialect.Shape, guard bool) {
+	t := b.Table
+	switch {
+	case t.Where != "":
+		b.WriteString(" SELECT ")
+		b.List("", t.Columns, s.Insert)
+		b.WriteString(" FROM ")
+		proposed(b, s)
+		b.WriteString(" WHERE (" + t.Where + ")")
+		if guard {
+			b.WriteString(" AND")
+		}
+	case guard:
+		b.WriteString(" SELECT ")
+		b.Values(s.Insert)
+		b.WriteString(" WHERE")
+	default:
+		b.WriteString(" VALUES (")
+		b.Values(s.Insert)
+		b.WriteString(")")
+	}
+	if guard {
+		b.WriteString(" NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
+		b.KeyMatch("", s.NullKeys)
+		b.AndWhere()
+		b.WriteString(")")
+	}
+}
+
 func compile(t *dialect.Table, s *dialect.Shape) *plan {
-	p := &plan{}
+	p := &plan{where: t.Where}
 	cols := func(b *sqlbuild.Builder) { b.List("", t.Columns, sqlbuild.Seq(len(t.Columns))) }
 
 	b := sqlbuild.NewBuilder(&syntax, t)
@@ -363,16 +413,17 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 	cols(b)
 	b.WriteString(" FROM " + quote(t.Name) + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
+	b.AndWhere()
 	p.find = b.Stmt()
 
 	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
-	b.WriteString(") VALUES (")
-	b.Values(s.Insert)
-	b.WriteString(") ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	b.WriteString(")")
+	insertValues(b, s, false)
+	b.WriteString(" ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	cols(b)
 	p.insert = b.Stmt()
 
@@ -381,13 +432,11 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
-	b.WriteString(") SELECT ")
-	b.Values(s.Insert)
-	b.WriteString(" WHERE NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
-	b.KeyMatch("", s.NullKeys)
-	b.WriteString(") ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	b.WriteString(")")
+	insertValues(b, s, true)
+	b.WriteString(" ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	cols(b)
 	p.guarded = b.Stmt()
 
@@ -397,11 +446,32 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 		b.Assignments(s.Updates, nil)
 		b.WriteString(" WHERE ")
 		b.KeyMatch("", s.NullKeys)
+		b.AndWhere()
 		b.WriteString(" RETURNING ")
 		cols(b)
 		p.update = b.Stmt()
 	}
+	if t.Where != "" {
+		b = sqlbuild.NewBuilder(&syntax, t)
+		b.WriteString("SELECT (" + t.Where + ") FROM ")
+		proposed(b, s)
+		p.covered = b.Stmt()
+	}
 	return p
+}
+
+// notCovered reports, for a partial arbiter, whether the call's proposed
+// row fails its predicate: asked only once an insert returned nothing and
+// a lookup found nothing either.
+func (p *plan) notCovered(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
+	if p.covered.SQL == "" {
+		return nil
+	}
+	ok, err := sqlbuild.ScanCovered(ctx, q, p.covered, c)
+	if err != nil || ok {
+		return err
+	}
+	return dialect.NotCovered(p.where)
 }
 
 func (p *plan) Statements() []dialect.Statement {
@@ -444,6 +514,13 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 			c.Raced = found && i > 0
 			return false, err
 		}
+		if i > 0 || p.writeFirst(c) {
+			// An insert returned nothing and the row is not there: a
+			// race, or a row the partial index would not cover.
+			if err := p.notCovered(ctx, q, c); err != nil {
+				return false, err
+			}
+		}
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}
@@ -464,6 +541,11 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
 			c.Raced = found && i > 0
 			return false, err
+		}
+		if i > 0 || p.writeFirst(c) {
+			if err := p.notCovered(ctx, q, c); err != nil {
+				return false, err
+			}
 		}
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err

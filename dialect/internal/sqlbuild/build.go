@@ -352,3 +352,60 @@ func Missing(rows []*dialect.Call, seen []bool) (idx []int) {
 	}
 	return idx
 }
+
+// AndWhere writes " AND (predicate)" when the table's arbiter is a
+// partial index: every lookup must see only the rows the index covers.
+func (b *Builder) AndWhere() {
+	if w := b.Table.Where; w != "" {
+		b.WriteString(" AND (" + w + ")")
+	}
+}
+
+// ConflictTarget writes "(k1, ...)" and, for a partial arbiter,
+// " WHERE (predicate)": the ON CONFLICT target that infers the arbiter.
+func (b *Builder) ConflictTarget() {
+	b.WriteString("(")
+	b.List("", b.Table.Columns, b.Table.Key)
+	b.WriteString(")")
+	if w := b.Table.Where; w != "" {
+		b.WriteString(" WHERE (" + w + ")")
+	}
+}
+
+// ProposedRow writes the select list of an insert's proposed row, each
+// item named after its column, for a partial arbiter's predicate to be
+// evaluated on: value writes the inserted column at pos, other a column of
+// the predicate the insert does not give (the SQL of its DEFAULT, or
+// NULL).
+func (b *Builder) ProposedRow(s *dialect.Shape, value func(pos int), other func(col, expr string)) {
+	t := b.Table
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		value(pos)
+		b.WriteString(" AS ")
+		b.Ident(t.Columns[pos])
+	}
+	n := len(s.Insert)
+	for _, col := range t.WhereColumns {
+		if pos, expr := t.ProposedValue(s, col); pos < 0 {
+			if n > 0 {
+				b.WriteString(", ")
+			}
+			n++
+			other(col, expr)
+			b.WriteString(" AS ")
+			b.Ident(col)
+		}
+	}
+}
+
+// ScanCovered runs a statement of one boolean, the partial arbiter's
+// predicate on a proposed row, and reports whether it held (NULL is
+// false, as in a WHERE).
+func ScanCovered(ctx context.Context, q dialect.Querier, st Stmt, c *dialect.Call) (bool, error) {
+	var ok *bool
+	found, err := st.QueryOne(ctx, q, c, &ok)
+	return found && ok != nil && *ok, err
+}
