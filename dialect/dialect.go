@@ -219,6 +219,9 @@ type Schema struct {
 	Unique   []Index // primary key and unique indexes/constraints
 	Triggers []string
 	Version  string // the server's version
+	// Isolation is the connection's default transaction isolation as the
+	// server names it ("READ-COMMITTED"), where the dialect reads it.
+	Isolation string
 }
 
 // Column returns the column named name, or nil.

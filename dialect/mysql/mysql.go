@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -115,6 +116,13 @@ ORDER BY ORDINAL_POSITION`, []any{schema, name}, func(r dialect.Rows) error {
 		return nil, f, dialect.ErrNoTable
 	}
 	if f.Refusal, err = strictMode(ctx, q); err != nil {
+		return nil, f, err
+	}
+	isolation := `SELECT @@SESSION.transaction_isolation`
+	if isMariaDB(s.Version) {
+		isolation = `SELECT @@SESSION.tx_isolation` // transaction_isolation only from 11.1
+	}
+	if err := sqlbuild.QueryEach(ctx, q, isolation, nil, func(r dialect.Rows) error { return r.Scan(&s.Isolation) }); err != nil {
 		return nil, f, err
 	}
 	if err := probeTime(ctx, q, s); err != nil {
@@ -400,6 +408,7 @@ type plan struct {
 	find, findLocked   sqlbuild.Stmt
 	update             sqlbuild.Stmt
 	insert, upsert     sqlbuild.Stmt
+	upsertOwnID        sqlbuild.Stmt // see buildUpsertOwnID; "" when it does not apply
 	arbiter            string
 	otherUniqueIndexes []string
 }
@@ -458,8 +467,70 @@ func (d myDialect) compile(t *dialect.Table, s *dialect.Shape) (*plan, error) {
 			b.WriteString(", LAST_INSERT_ID()")
 		}
 		p.upsert = b.Stmt()
+		p.upsertOwnID = buildUpsertOwnID(t, s, p.returning)
 	}
 	return p, nil
+}
+
+// buildUpsertOwnID is the upsert with the key's own id given, when the row
+// exists, so that an update of an existing key takes no AUTO_INCREMENT
+// value: InnoDB reserves one for every IODKU whose id it must generate,
+// also when it then finds the duplicate and updates (MY-1), and a busy
+// table runs through its ids. With the id given it reserves none:
+//
+//	INSERT INTO t (id, ...) VALUES (IF(LAST_INSERT_ID(1), (SELECT x.id FROM t x WHERE x.key = ?), NULL), ...)
+//	ON DUPLICATE KEY UPDATE ... RETURNING ..., LAST_INSERT_ID()
+//
+// A new key's subquery is NULL, and the id is generated as before. The
+// subquery is a plain read only at READ COMMITTED: at REPEATABLE READ
+// InnoDB makes a read inside an INSERT a shared locking read, and two
+// upserts of one hot key then deadlock upgrading their locks, while a
+// locking read of a missing key takes gap locks that make inserts of
+// nearby keys deadlock. Measured here (32 workers, RR): 1213 on up to 30% of
+// upserts of one key, and, with FOR UPDATE instead, on up to 90% of new
+// distinct keys; at READ COMMITTED none, and no id taken by an update. So
+// the plan uses it only where the connection's default isolation is READ
+// COMMITTED (or lower) and only in the library's own calls, whose isolation
+// that is; a caller's transaction may be at any level. MariaDB only: the
+// MySQL statements (no RETURNING) are left as they are, unmeasured.
+func buildUpsertOwnID(t *dialect.Table, s *dialect.Shape, returning bool) sqlbuild.Stmt {
+	switch t.Schema.Isolation {
+	case "READ-COMMITTED", "READ-UNCOMMITTED":
+	default:
+		return sqlbuild.Stmt{}
+	}
+	id := -1
+	for i, col := range t.Columns {
+		if c := t.Schema.Column(col); c != nil && c.Identity {
+			id = i
+		}
+	}
+	if !returning || id < 0 || slices.Contains(s.Insert, id) {
+		return sqlbuild.Stmt{}
+	}
+	withID := *s
+	withID.Insert = append([]int{id}, s.Insert...)
+	table := quote(t.Name)
+	b := sqlbuild.NewBuilder(&syntax, t)
+	b.WriteString("INSERT INTO " + table + " (")
+	b.List("", t.Columns, withID.Insert)
+	b.WriteString(") VALUES (IF(LAST_INSERT_ID(1), (SELECT goc_x.")
+	b.Ident(t.Columns[id])
+	b.WriteString(" FROM " + table + " goc_x WHERE ")
+	b.KeyMatch("goc_x.", s.NullKeys)
+	b.WriteString("), NULL)")
+	for _, pos := range s.Insert {
+		b.WriteString(", ")
+		b.Value(pos)
+	}
+	b.WriteString(") ON DUPLICATE KEY UPDATE ")
+	// The insert now gives the id, so the primary key is an index the
+	// proposed row can collide on: the guards apply (reachable).
+	writeMarkerAndUpdates(b, t, &withID)
+	b.WriteString(" RETURNING ")
+	b.List("", t.Columns, sqlbuild.Seq(len(t.Columns)))
+	b.WriteString(", LAST_INSERT_ID()")
+	return b.Stmt()
 }
 
 func (p *plan) Statements() []dialect.Statement {
@@ -470,6 +541,9 @@ func (p *plan) Statements() []dialect.Statement {
 	}
 	if p.upsert.SQL != "" {
 		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+		if p.upsertOwnID.SQL != "" {
+			st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert in the library's own calls, giving an existing key's id (READ COMMITTED)", SQL: p.upsertOwnID.SQL})
+		}
 		if !p.returning {
 			st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "read back the row (no RETURNING)", SQL: p.findLocked.SQL})
 		}
@@ -617,8 +691,12 @@ func (p *plan) doInsert(ctx context.Context, q dialect.Querier, c *dialect.Call)
 func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
 	var mark uint64
 	if p.returning {
+		upsert := p.upsert
+		if p.upsertOwnID.SQL != "" && !c.InTx {
+			upsert = p.upsertOwnID
+		}
 		dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &mark)
-		found, err := p.upsert.QueryOne(ctx, q, c, dest...)
+		found, err := upsert.QueryOne(ctx, q, c, dest...)
 		if err != nil {
 			return false, err
 		}

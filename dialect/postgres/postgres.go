@@ -283,8 +283,11 @@ var syntax = sqlbuild.Syntax{
 type plan struct {
 	find, insert, upsert sqlbuild.Stmt
 	// update is UPDATE ... WHERE key = $1 RETURNING: the key's row updated
-	// without an insert (no nextval).
-	update sqlbuild.Stmt
+	// without an insert (no nextval). updateFirst is set when it says
+	// exactly what the upsert would: no proposed value it reads is one
+	// the database generates.
+	update      sqlbuild.Stmt
+	updateFirst bool
 	// covered, for a partial arbiter: its predicate on the proposed row.
 	covered sqlbuild.Stmt
 	where   string
@@ -411,6 +414,13 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 	}
 	if len(s.Updates) > 0 {
 		p.update = buildUpdate(t, s)
+		p.updateFirst = true
+		for _, col := range sqlbuild.ProposedColumns(s.Updates) {
+			c := t.Schema.Column(col)
+			if pos, _ := t.ProposedValue(s, col); pos < 0 && c != nil && (c.Identity || c.HasDefault && c.Default == "") {
+				p.updateFirst = false
+			}
+		}
 	}
 	if t.Where != "" {
 		b = sqlbuild.NewBuilder(&syntax, t)
@@ -466,7 +476,8 @@ func (p *plan) Statements() []dialect.Statement {
 		{Path: dialect.PathGet, Role: "guarded insert", SQL: p.insert.SQL},
 	}
 	if p.upsert.SQL != "" {
-		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "update, first when the table's calls mostly find their key", SQL: p.update.SQL},
+			dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
 	}
 	if p.covered.SQL != "" {
 		st = append(st, dialect.Statement{Path: dialect.PathGet, Role: "the partial index's predicate on the proposed row, when nothing was inserted", SQL: p.covered.SQL})
@@ -513,8 +524,21 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 }
 
 // UpdateOrCreate is one statement: ON CONFLICT DO UPDATE either inserts or
-// updates, atomically, whatever runs concurrently (PG-1).
+// updates, atomically, whatever runs concurrently (PG-1). But the upsert
+// builds its proposed row, nextval included, before it finds the conflict
+// (PG-14): every update of an existing key takes a sequence value, and a
+// busy table with a 32-bit serial runs out. So when the table's calls
+// mostly find their key, a plain UPDATE goes first (one statement, no
+// sequence value, for the common path), and the upsert only when it
+// matched nothing; a racing insert of the key then makes the upsert wait
+// and update, as it would have. Tables whose calls mostly create keep the
+// one upsert, for which a new key costs one statement.
 func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	if c.ReadFirst && p.updateFirst {
+		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			return false, err
+		}
+	}
 	var created bool
 	dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &created)
 	found, err := p.upsert.QueryOne(ctx, q, c, dest...)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/getorcreate/getorcreate/dialect"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -408,4 +409,23 @@ func ScanCovered(ctx context.Context, q dialect.Querier, st Stmt, c *dialect.Cal
 	var ok *bool
 	found, err := st.QueryOne(ctx, q, c, &ok)
 	return found && ok != nil && *ok, err
+}
+
+// ProposedColumns lists the columns the assignments read from the
+// proposed row.
+func ProposedColumns(ups []dialect.Assignment) []string {
+	var out []string
+	var walk func(e dialect.Expr)
+	walk = func(e dialect.Expr) {
+		if e.Op == dialect.OpProposed && !slices.Contains(out, e.Col) {
+			out = append(out, e.Col)
+		}
+		for _, a := range e.Args {
+			walk(a)
+		}
+	}
+	for _, a := range ups {
+		walk(a.Expr)
+	}
+	return out
 }
