@@ -3,10 +3,8 @@ package getorcreate
 import (
 	"cmp"
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -212,18 +210,7 @@ func (t *tableCore) keyString(values []any) string {
 			b.WriteString("N;")
 			continue
 		}
-		if dv, ok := v.(driver.Valuer); ok {
-			if x, err := dv.Value(); err == nil {
-				v = x
-			}
-		}
-		rv := reflect.ValueOf(v)
-		for rv.Kind() == reflect.Pointer && !rv.IsNil() {
-			rv = rv.Elem()
-		}
-		if rv.IsValid() {
-			v = rv.Interface()
-		}
+		v = plainValue(v)
 		var s string
 		if tm, ok := v.(time.Time); ok {
 			// By instant, in UTC, without the monotonic reading: equal

@@ -42,6 +42,28 @@ func stampedeErrs(n int, op func() error) []error {
 	return errs
 }
 
+// wantOneCreator checks a stampede's outcomes: no error, one row, one
+// caller that created it.
+func wantOneCreator(t *testing.T, outs []outcome) {
+	t.Helper()
+	created := 0
+	for _, o := range outs {
+		if o.err != nil || o.id != outs[0].id {
+			t.Fatalf("stampede: %+v", o)
+		}
+		created += b2i(o.created)
+	}
+	if created != 1 {
+		t.Fatalf("stampede: created %d times", created)
+	}
+}
+
+// NamedRow is a row of a table keyed by name alone.
+type NamedRow struct {
+	ID   int64  `db:"id"`
+	Name string `db:"name"`
+}
+
 type CodeAny struct {
 	ID   int64 `db:"id"`
 	Code any   `db:"code"`
@@ -152,29 +174,25 @@ func TestTooLongKey(t *testing.T) {
 			"postgres": `CREATE TABLE %s (id BIGSERIAL PRIMARY KEY, name VARCHAR(32) NOT NULL UNIQUE)`,
 			"mysql":    `CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(32) NOT NULL UNIQUE)`,
 		})
-		type Row struct {
-			ID   int64  `db:"id"`
-			Name string `db:"name"`
-		}
-		tb, err := open[Row](t, db, table, "name")
+		tb, err := open[NamedRow](t, db, table, "name")
 		if err != nil {
 			t.Fatal(err)
 		}
 		long1 := strings.Repeat("x", 32) + "-first-1"
 		long2 := strings.Repeat("x", 32) + "-second2"
 		for _, name := range []string{long1, long2} {
-			_, err := tb.GetOrCreate(ctx, Row{Name: name})
+			_, err := tb.GetOrCreate(ctx, NamedRow{Name: name})
 			wantKeyAltered(t, err, "name", "xxxx", getorcreate.ErrValueTooLong)
-			_, err = tb.UpdateOrCreate(ctx, Row{Name: name}, getorcreate.SetProposed("name"))
+			_, err = tb.UpdateOrCreate(ctx, NamedRow{Name: name}, getorcreate.SetProposed("name"))
 			if !errors.Is(err, getorcreate.ErrKeyAltered) && !errors.Is(err, getorcreate.ErrInvalidUpdate) {
 				t.Fatal(err)
 			}
 		}
 		// 32 characters, multi-byte: fits.
-		if r, err := tb.GetOrCreate(ctx, Row{Name: strings.Repeat("é", 32)}); err != nil || !r.Created {
+		if r, err := tb.GetOrCreate(ctx, NamedRow{Name: strings.Repeat("é", 32)}); err != nil || !r.Created {
 			t.Fatalf("32 characters: %+v %v", r, err)
 		}
-		for _, err := range stampedeErrs(32, func() error { _, err := tb.GetOrCreate(ctx, Row{Name: long1}); return err }) {
+		for _, err := range stampedeErrs(32, func() error { _, err := tb.GetOrCreate(ctx, NamedRow{Name: long1}); return err }) {
 			wantKeyAltered(t, err, "name", "xxxx", getorcreate.ErrValueTooLong)
 		}
 		if db.Kind == "mysql" {
@@ -191,7 +209,7 @@ func TestTooLongKey(t *testing.T) {
 				if _, err := conn.ExecContext(ctx, "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'"); err != nil {
 					return err
 				}
-				_, err = tb.GetOrCreateTx(ctx, conn, Row{Name: long2})
+				_, err = tb.GetOrCreateTx(ctx, conn, NamedRow{Name: long2})
 				return err
 			})
 			for _, err := range errs {
@@ -225,12 +243,8 @@ func TestNonStrictModeRefused(t *testing.T) {
 	testdb.EachOf(t, []string{"mysql", "mysql-noreturning"}, func(t *testing.T, db *testdb.DB) {
 		ctx := context.Background()
 		table := db.Create(t, map[string]string{"": `CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(32) NOT NULL UNIQUE)`})
-		type Row struct {
-			ID   int64  `db:"id"`
-			Name string `db:"name"`
-		}
 		lax := testdb.FreshPool(t, mysqlDSN(t, db, "sql_mode=%27NO_ENGINE_SUBSTITUTION%27"))
-		_, err := getorcreate.OpenConfig[Row](ctx, lax, getorcreate.Config{Table: table, Key: []string{"name"}, Dialect: db.Dialect})
+		_, err := getorcreate.OpenConfig[NamedRow](ctx, lax, getorcreate.Config{Table: table, Key: []string{"name"}, Dialect: db.Dialect})
 		wantSchemaError(t, err, getorcreate.ErrKeyAltered, "sql_mode", "NO_ENGINE_SUBSTITUTION", "not strict")
 		var se *getorcreate.SchemaError
 		errors.As(err, &se)
@@ -240,11 +254,11 @@ func TestNonStrictModeRefused(t *testing.T) {
 			t.Fatalf("fix %q gives no sql_mode", se.Fix)
 		}
 		fixed := testdb.FreshPool(t, mysqlDSN(t, db, "sql_mode="+url.QueryEscape("'"+mode+"'")))
-		tb, err := getorcreate.OpenConfig[Row](ctx, fixed, getorcreate.Config{Table: table, Key: []string{"name"}, Dialect: db.Dialect})
+		tb, err := getorcreate.OpenConfig[NamedRow](ctx, fixed, getorcreate.Config{Table: table, Key: []string{"name"}, Dialect: db.Dialect})
 		if err != nil {
 			t.Fatalf("after the fix %q: %v", se.Fix, err)
 		}
-		_, err = tb.GetOrCreate(ctx, Row{Name: strings.Repeat("y", 40)})
+		_, err = tb.GetOrCreate(ctx, NamedRow{Name: strings.Repeat("y", 40)})
 		wantKeyAltered(t, err, "name", "yyyy", getorcreate.ErrValueTooLong)
 		if n := db.Count(t, table); n != 0 {
 			t.Fatalf("%d rows", n)
@@ -375,20 +389,16 @@ func TestKeyRewrittenOnTheWayIn(t *testing.T) {
 		} else {
 			db.Exec(t, "CREATE TRIGGER "+table+"_lower BEFORE INSERT ON "+table+" FOR EACH ROW SET NEW.name = LOWER(NEW.name)")
 		}
-		type Row struct {
-			ID   int64  `db:"id"`
-			Name string `db:"name"`
-		}
-		tb, err := open[Row](t, db, table, "name")
+		tb, err := open[NamedRow](t, db, table, "name")
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := tb.GetOrCreate(ctx, Row{Name: "Go"})
+		r, err := tb.GetOrCreate(ctx, NamedRow{Name: "Go"})
 		if err != nil || !r.Created || r.Row.Name != "go" {
 			t.Fatalf("first call: %+v %v", r, err)
 		}
 		start := time.Now()
-		r, err = tb.GetOrCreate(ctx, Row{Name: "Go"})
+		r, err = tb.GetOrCreate(ctx, NamedRow{Name: "Go"})
 		if !errors.Is(err, getorcreate.ErrLostRace) || r.Attempts != 3 {
 			t.Fatalf("second call: %+v %v; want ErrLostRace after 3 attempts", r, err)
 		}

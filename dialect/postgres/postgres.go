@@ -422,12 +422,7 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 			}
 		}
 	}
-	if t.Where != "" {
-		b = sqlbuild.NewBuilder(&syntax, t)
-		b.WriteString("SELECT (" + t.Where + ") FROM ")
-		proposed(b, s)
-		p.covered = b.Stmt()
-	}
+	p.covered = sqlbuild.Covered(&syntax, t, func(b *sqlbuild.Builder) { proposed(b, s) })
 	return p
 }
 
@@ -460,14 +455,7 @@ func buildUpdate(t *dialect.Table, s *dialect.Shape) sqlbuild.Stmt {
 // row fails its predicate: asked only once an insert returned nothing and
 // a lookup found nothing either.
 func (p *plan) notCovered(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
-	if p.covered.SQL == "" {
-		return nil
-	}
-	ok, err := sqlbuild.ScanCovered(ctx, q, p.covered, c)
-	if err != nil || ok {
-		return err
-	}
-	return dialect.NotCovered(p.where)
+	return sqlbuild.NotCovered(ctx, q, p.covered, c, p.where)
 }
 
 func (p *plan) Statements() []dialect.Statement {

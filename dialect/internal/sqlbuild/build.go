@@ -411,6 +411,34 @@ func ScanCovered(ctx context.Context, q dialect.Querier, st Stmt, c *dialect.Cal
 	return found && ok != nil && *ok, err
 }
 
+// Covered builds SELECT (predicate) FROM <proposed row>: the statement
+// ScanCovered and NotCovered run, for a table with a partial arbiter (an
+// empty Stmt without one). proposed writes the dialect's proposed row.
+func Covered(syn *Syntax, t *dialect.Table, proposed func(b *Builder)) Stmt {
+	if t.Where == "" {
+		return Stmt{}
+	}
+	b := NewBuilder(syn, t)
+	b.WriteString("SELECT (" + t.Where + ") FROM ")
+	proposed(b)
+	return b.Stmt()
+}
+
+// NotCovered returns dialect.NotCovered when the call's proposed row
+// fails the partial arbiter's predicate where (st evaluates it, as for
+// ScanCovered; an empty st means no partial arbiter), nil when it holds. Plans ask only once
+// an insert returned nothing and a lookup found nothing either.
+func NotCovered(ctx context.Context, q dialect.Querier, st Stmt, c *dialect.Call, where string) error {
+	if st.SQL == "" {
+		return nil
+	}
+	ok, err := ScanCovered(ctx, q, st, c)
+	if err != nil || ok {
+		return err
+	}
+	return dialect.NotCovered(where)
+}
+
 // ProposedColumns lists the columns the assignments read from the
 // proposed row.
 func ProposedColumns(ups []dialect.Assignment) []string {
