@@ -3,10 +3,8 @@ package getorcreate
 import (
 	"cmp"
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,8 +23,10 @@ import (
 //
 // A key that appears more than once is looked up or created once; every
 // result for it carries the row, and only the first can have Created set.
-// A defaultable column (see Open) is left to the database only when it is
-// zero in every input of the batch.
+// Each row is inserted as GetOrCreate would insert it: a zero value in a
+// column with a DEFAULT is left to the database unless its field is
+// tagged `db:",explicit"` (see Open). Rows that leave different columns to
+// the database go in separate statements, in key order.
 func (t *Table[T]) GetOrCreateMany(ctx context.Context, rows []T) ([]Result[T], error) {
 	return t.many(ctx, nil, rows, nil, false)
 }
@@ -63,7 +63,7 @@ type bulkCall struct {
 	keys       []string
 	first      map[string]int // the first input of each key
 	order      []int          // the first input of each distinct key, sorted by key
-	omit       uint64         // defaultable columns zero in every input
+	omits      []uint64       // per input, the defaultable columns it leaves to the database
 	ups        []Update
 	updateArgs []any
 	failed     int // the input a dialect named as the cause of a failure, or -1
@@ -120,7 +120,7 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 // batches never wait for each other's locks in a cycle.
 func (t *Table[T]) prepareBulk(op string, res []Result[T], rows []T, ups []Update, update, inTx bool) (*bulkCall, error) {
 	bc := &bulkCall{op: op, update: update, calls: make([]*dialect.Call, len(rows)), keys: make([]string, len(rows)),
-		first: map[string]int{}, omit: ^uint64(0), failed: -1}
+		first: map[string]int{}, omits: make([]uint64, len(rows)), failed: -1}
 	for i := range rows {
 		res[i].Row = rows[i]
 		c, sk, err := t.call(op, &res[i], inTx)
@@ -130,7 +130,7 @@ func (t *Table[T]) prepareBulk(op string, res []Result[T], rows []T, ups []Updat
 			}
 			return nil, err
 		}
-		bc.calls[i], bc.omit = c, bc.omit&sk.omit
+		bc.calls[i], bc.omits[i] = c, sk.omit
 		bc.keys[i] = t.keyString(c.Values)
 	}
 	for i, k := range bc.keys {
@@ -159,9 +159,15 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 	limit := max(1, min(1024, (t.feat.MaxParams-len(bc.updateArgs)-1)/per))
 	runAll := func(q dialect.Querier, inTx bool) (bool, error) {
 		bc.failed = -1
-		for lo := 0; lo < len(bc.order); lo += limit {
-			part := bc.order[lo:min(lo+limit, len(bc.order))]
-			plan, err := t.bulkPlan(kind, bc.omit, bc.ups, sizeClass(len(part), limit))
+		for lo, hi := 0, 0; lo < len(bc.order); lo = hi {
+			// A chunk is a run of keys, in key order, whose rows leave the
+			// same columns to the database: one statement shape. Most
+			// batches are one run per chunk.
+			omit := bc.omits[bc.order[lo]]
+			for hi = lo + 1; hi < len(bc.order) && hi-lo < limit && bc.omits[bc.order[hi]] == omit; hi++ {
+			}
+			part := bc.order[lo:hi]
+			plan, err := t.bulkPlan(kind, omit, bc.ups, sizeClass(len(part), limit))
 			if err != nil {
 				return false, err
 			}
@@ -221,18 +227,7 @@ func valueString(v any) string {
 	if mapping.IsNull(v) {
 		return "N;"
 	}
-	if dv, ok := v.(driver.Valuer); ok {
-		if x, err := dv.Value(); err == nil {
-			v = x
-		}
-	}
-	rv := reflect.ValueOf(v)
-	for rv.Kind() == reflect.Pointer && !rv.IsNil() {
-		rv = rv.Elem()
-	}
-	if rv.IsValid() {
-		v = rv.Interface()
-	}
+	v = plainValue(v)
 	var s string
 	if tm, ok := v.(time.Time); ok {
 		s = "time.Time:" + tm.UTC().Format("2006-01-02T15:04:05.000000000")
@@ -256,15 +251,14 @@ func (t *tableCore) blame(ctx context.Context, err error, bc *bulkCall) {
 	if bc.update {
 		kind = opUpdate
 	}
-	plan, perr := t.plan(kind, shapeKey{omit: bc.omit}, bc.ups)
-	if perr != nil {
-		return
-	}
 	_, _ = t.inOwnTx(ctx, nil, func(tx dialect.Tx) (bool, error) {
 		for _, i := range bc.order {
+			plan, err := t.plan(kind, shapeKey{omit: bc.omits[i]}, bc.ups)
+			if err != nil {
+				break
+			}
 			c := *bc.calls[i]
 			c.UpdateArgs, c.InTx = bc.updateArgs, true
-			var err error
 			if kind == opUpdate {
 				_, err = plan.UpdateOrCreate(ctx, tx, &c)
 			} else {

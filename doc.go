@@ -15,10 +15,18 @@
 //
 // The key columns must be exactly those of a PRIMARY KEY or of a
 // non-partial, non-deferrable UNIQUE constraint or index: that index is the
-// only thing that keeps one row per key across connections. Without it Open
-// returns a [*SchemaError] whose Fix is the DDL that adds it. A zero-valued
-// field whose column has a default (or is an identity, serial or
-// auto-increment column) is left to the database on insert.
+// only thing that keeps one row per key across connections. On PostgreSQL
+// and SQLite a partial unique index serves too (soft deletes), when
+// [Config].Where names its predicate: lookups then see only the rows it
+// covers. Without it Open
+// returns a [*SchemaError] whose Fix is the DDL that adds it.
+//
+// # Zero values
+//
+// A zero-valued field whose column has a default (or is an identity, serial
+// or auto-increment column) is left to the database on insert, in single
+// and bulk calls alike. A field tagged `db:"col,explicit"` is always
+// inserted as it is: its zero value, false, or NULL for a nil pointer.
 //
 // The dialect comes from the *sql.DB's driver; import the dialect package
 // for your database (it imports the driver too):

@@ -27,6 +27,25 @@ var (
 	// ErrNullKey: a key value is NULL and the unique index treats NULLs as
 	// distinct, so no row could ever be found again by that key.
 	ErrNullKey = errors.New("NULL key value")
+	// ErrKeyAltered: the database would not store or compare the key as
+	// the value given: it would cut it to the column's length, pad it,
+	// round it, or convert it between a string and a number, so a lookup
+	// would miss the stored row or find another key's. A call returns it
+	// (in an *Error naming the column and the value) before it sends
+	// anything; a key too long also matches ErrValueTooLong, one out of
+	// range ErrInvalidValue. Open returns it (in a *SchemaError) for a key
+	// field whose Go type the column would convert, and for a MariaDB or
+	// MySQL connection whose sql_mode is not strict. Not retryable.
+	ErrKeyAltered = errors.New("the database would store or compare the key as another value")
+	// ErrNotCovered: the row to create does not satisfy the predicate of
+	// the partial unique index (Config.Where), so the index would not
+	// cover it: nothing was inserted. Not retryable.
+	ErrNotCovered = errors.New("row outside the partial unique index")
+	// ErrUnsupported: the Config asks for what the database cannot do
+	// safely (Config.Where on MariaDB/MySQL, which have no partial
+	// indexes; a partial index beside another unique index on the same
+	// columns). Returned by Open as a *SchemaError.
+	ErrUnsupported = errors.New("not supported by this database or schema")
 	// ErrInvalidUpdate: an update names an unknown or key column, or its
 	// expression does not fit its arguments.
 	ErrInvalidUpdate = errors.New("invalid update")
@@ -53,7 +72,11 @@ var (
 	// row twice in one statement (21000). Send them in separate batches.
 	ErrDuplicateInput = errors.New("two inputs of one batch are the same key under the column's collation")
 	// ErrLostRace: the row kept changing under the call (created and deleted
-	// again by others) more times than the retry limit allows. Retryable.
+	// again by others, or changed on its way in, as by a trigger that
+	// rewrites the key) more times than the retry limit allows. Retryable;
+	// the library's own calls retry it twice at most,
+	// since a condition that persists would otherwise spend the whole
+	// retry budget.
 	ErrLostRace = errors.New("row kept changing under the call")
 	// ErrConnection: the connection to the database was lost or refused
 	// (a restart, a failover, a killed session, a proxy's timeout, too many
@@ -133,7 +156,7 @@ func (e *Error) Unwrap() []error {
 type SchemaError struct {
 	Table   string
 	Key     []string
-	Kind    error  // ErrNoUniqueIndex, ErrMapping or ErrNoTable
+	Kind    error  // ErrNoUniqueIndex, ErrMapping, ErrNoTable, ErrKeyAltered or ErrUnsupported
 	Problem string // what is wrong, in a sentence
 	Fix     string // the DDL or change that fixes it, when there is one
 }
@@ -193,7 +216,7 @@ func Kind(err error) error {
 
 // kinds are the sentinels a wrapped error may match directly, the more
 // precise first.
-var kinds = []error{ErrIndeterminate, ErrConnection, ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate, ErrRequestReused, ErrInvalidRequestID}
+var kinds = []error{ErrIndeterminate, ErrConnection, ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrKeyAltered, ErrNotCovered, ErrConflict, ErrValueTooLong, ErrInvalidValue, ErrNotNull, ErrNullKey, ErrDuplicateInput, ErrInvalidUpdate, ErrRequestReused, ErrInvalidRequestID}
 
 // kindOf maps a dialect's error to a sentinel.
 func kindOf(de *dialect.Error) error {
@@ -205,6 +228,8 @@ func kindOf(de *dialect.Error) error {
 		return ErrConnection
 	case dialect.ClassLostRace:
 		return ErrLostRace
+	case dialect.ClassNotCovered:
+		return ErrNotCovered
 	case dialect.ClassSerialization:
 		return ErrSerialization
 	case dialect.ClassDeadlock:

@@ -93,6 +93,7 @@ func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, sh
 	p := reflect.ValueOf(&res.Row)
 	c := &dialect.Call{InTx: inTx, ReadFirst: t.readFirst()}
 	c.Values = t.m.Values(p, make([]any, 0, len(t.m.Fields)))
+	t.bindTimes(c.Values)
 	var sk shapeKey
 	for i, pos := range t.keyPos {
 		if mapping.IsNull(c.Values[pos]) {
@@ -101,6 +102,9 @@ func (t *Table[T]) call(op string, res *Result[T], inTx bool) (*dialect.Call, sh
 			}
 			sk.nulls |= 1 << i
 		}
+	}
+	if err := t.checkKeys(op, c.Values); err != nil {
+		return nil, sk, err
 	}
 	for i, pos := range t.defaultable {
 		if t.m.IsZero(p, pos) {
@@ -277,6 +281,10 @@ func uncommitted(err error) error {
 	return err
 }
 
+// lostRaceRetries bounds the retries of ErrLostRace in the library's own
+// calls, below RetryPolicy.MaxRetries.
+const lostRaceRetries = 2
+
 // mode is how a call runs: in the caller's transaction or handle (inTx),
 // which is a real transaction (callerTx), and whether running it again
 // after an indeterminate failure is safe (idempotent).
@@ -315,7 +323,15 @@ func (t *tableCore) run(ctx context.Context, tc *traced, op string, m mode, fn f
 		}
 		return t.wrap(op, err)
 	}
+	lost := 0
 	retryable := func(err error) bool {
+		if errors.Is(err, ErrLostRace) {
+			// The plan went round its loop LostRaceTries times already: a
+			// churn of creates and deletes gets a few more tries, a key
+			// the database changes on its way in (a trigger) no more.
+			lost++
+			return lost <= lostRaceRetries
+		}
 		if IsRetryable(err) {
 			return true
 		}

@@ -56,7 +56,9 @@ func throughProxy(t *testing.T, db *testdb.DB) *proxied {
 // faultCase is one path, one fault and what the caller must get.
 type faultCase struct {
 	name string
-	// rule is the cut; match is looked for in the statement, in lower case.
+	// rule is the cut; match is looked for in the statement, in lower case
+	// ("update " is in PostgreSQL's UPDATE and upsert, and in MariaDB's
+	// ON DUPLICATE KEY UPDATE).
 	match string
 	when  faultproxy.When
 	// run makes the call on a table whose key "k" may exist (prepare) and
@@ -105,7 +107,7 @@ func TestFaults(t *testing.T) {
 					t.Fatalf("%+v, %v, %d rows; want the row, MaybeCreated", res, err, rows())
 				}
 			}},
-		{name: "update add/upsert before send", match: "insert ", when: faultproxy.BeforeSend, prepare: true,
+		{name: "update add/upsert before send", match: "update ", when: faultproxy.BeforeSend, prepare: true,
 			run: func(t *testing.T, tags *getorcreate.Table[Tag], count func() int64, rows func() int) {
 				_, err := tags.UpdateOrCreate(ctx, Tag{Name: "k", Count: 1}, inc)
 				wantIndeterminate(t, err)
@@ -113,7 +115,7 @@ func TestFaults(t *testing.T) {
 					t.Fatalf("count %d: the increment must not have been re-run", c)
 				}
 			}},
-		{name: "update add/upsert after send", match: "insert ", when: faultproxy.AfterSend, prepare: true,
+		{name: "update add/upsert after send", match: "update ", when: faultproxy.AfterSend, prepare: true,
 			run: func(t *testing.T, tags *getorcreate.Table[Tag], count func() int64, rows func() int) {
 				_, err := tags.UpdateOrCreate(ctx, Tag{Name: "k", Count: 1}, inc)
 				wantIndeterminate(t, err)
@@ -121,14 +123,14 @@ func TestFaults(t *testing.T) {
 					t.Fatalf("count %d: the increment ran once, unacknowledged; want 2, not re-run", c)
 				}
 			}},
-		{name: "update set/upsert after send", match: "insert ", when: faultproxy.AfterSend, prepare: true,
+		{name: "update set/upsert after send", match: "update ", when: faultproxy.AfterSend, prepare: true,
 			run: func(t *testing.T, tags *getorcreate.Table[Tag], count func() int64, rows func() int) {
 				res, err := tags.UpdateOrCreate(ctx, Tag{Name: "k"}, getorcreate.Set("count", 7))
 				if err != nil || res.Row.Count != 7 || res.Attempts != 2 || count() != 7 {
 					t.Fatalf("%+v, %v, count %d; want Set retried", res, err, count())
 				}
 			}},
-		{name: "update once/upsert after send", match: "insert ", when: faultproxy.AfterSend, prepare: true,
+		{name: "update once/upsert after send", match: "update ", when: faultproxy.AfterSend, prepare: true,
 			run: func(t *testing.T, tags *getorcreate.Table[Tag], count func() int64, rows func() int) {
 				res, err := tags.UpdateOrCreateOnce(ctx, "req", Tag{Name: "k", Count: 1}, inc)
 				if err != nil || res.Replayed || res.Row.Count != 2 || count() != 2 {
@@ -175,7 +177,7 @@ func TestFaults(t *testing.T) {
 					}
 				}
 			}},
-		{name: "bulk add/statement after send", match: "insert ", when: faultproxy.AfterSend, prepare: true,
+		{name: "bulk add/statement after send", match: "update ", when: faultproxy.AfterSend, prepare: true,
 			run: func(t *testing.T, tags *getorcreate.Table[Tag], count func() int64, rows func() int) {
 				// Inside the library's own transaction, which never
 				// committed: a definite failure, retried.

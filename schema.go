@@ -10,6 +10,7 @@ import (
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/internal/mapping"
+	"github.com/getorcreate/getorcreate/internal/sqlexpr"
 )
 
 // inspect reads the live table once and checks it against the mapping and
@@ -32,6 +33,9 @@ func (t *tableCore) inspect(ctx context.Context, cfg Config) error {
 		return t.wrap("Open", fmt.Errorf("inspecting table %s: %w", cfg.Table, t.d.Interpret(err)))
 	}
 	t.feat = feat
+	if feat.Refusal != nil {
+		return se(ErrKeyAltered, feat.Refusal.Problem, feat.Refusal.Fix)
+	}
 	t.dt = &dialect.Table{Name: cfg.Table, Columns: t.m.Columns(), Schema: schema}
 	for _, f := range t.m.Fields {
 		if schema.Column(f.Column) == nil {
@@ -59,11 +63,29 @@ func (t *tableCore) inspect(ctx context.Context, cfg Config) error {
 		t.keyPos = append(t.keyPos, i)
 	}
 	t.dt.Key = t.keyPos
-	arbiter, ok := findArbiter(schema.Unique, cfg.Key)
+	if err := t.checkKeyTypes(cfg, schema); err != nil {
+		return err
+	}
+	if err := t.checkTimes(cfg, schema); err != nil {
+		return err
+	}
+	if cfg.Where != "" && !feat.PartialIndexes {
+		return se(ErrUnsupported, "Config.Where names the predicate of a partial unique index, and "+t.d.Name()+" has no partial indexes", "leave Config.Where empty and use a unique index on the key columns alone")
+	}
+	arbiter, ok := findArbiter(schema.Unique, cfg.Key, cfg.Where)
 	if !ok {
-		return se(ErrNoUniqueIndex, nearMiss(schema.Unique, cfg.Key)+"; without it concurrent calls can create duplicate rows", t.d.CreateIndexDDL(cfg.Table, cfg.Key)+";")
+		fix := t.d.CreateIndexDDL(cfg.Table, cfg.Key)
+		if cfg.Where != "" {
+			fix += " WHERE " + cfg.Where
+		}
+		return se(ErrNoUniqueIndex, nearMiss(schema.Unique, cfg.Key, cfg.Where)+"; without it concurrent calls can create duplicate rows", fix+";")
 	}
 	t.dt.Arbiter = arbiter
+	if cfg.Where != "" {
+		if err := t.partial(cfg, schema, arbiter, se); err != nil {
+			return err
+		}
+	}
 	for _, ix := range schema.Unique {
 		if ix.Name != arbiter.Name {
 			t.dt.OtherUnique = append(t.dt.OtherUnique, ix)
@@ -73,20 +95,27 @@ func (t *tableCore) inspect(ctx context.Context, cfg Config) error {
 		c := schema.Column(k)
 		t.nullKeyOK = append(t.nullKeyOK, c.Nullable && arbiter.NullsNotDistinct)
 	}
-	for i, f := range t.m.Fields {
-		if c := schema.Column(f.Column); c.HasDefault && !t.isKey(f.Column) && len(t.defaultable) < 64 {
+	for _, i := range t.defaultableCandidates(schema) {
+		if len(t.defaultable) < 64 {
 			t.defaultable = append(t.defaultable, i)
 		}
 	}
 	return nil
 }
 
-// findArbiter returns the unique index whose columns are exactly key.
-func findArbiter(idx []dialect.Index, key []string) (dialect.Index, bool) {
+// findArbiter returns the unique index whose columns are exactly key: a
+// non-partial one, or, with a predicate (Config.Where), a partial one
+// whose predicate is that text, as the database prints it, after
+// sqlexpr.Normalize (whitespace, case, redundant quotes and outer
+// parentheses aside).
+func findArbiter(idx []dialect.Index, key []string, where string) (dialect.Index, bool) {
 	var best dialect.Index
 	found := false
 	for _, ix := range idx {
-		if ix.Partial || ix.Deferrable || ix.Expression || !sameSet(ix.Columns, key) {
+		if ix.Partial != (where != "") || ix.Deferrable || ix.Expression || !sameSet(ix.Columns, key) {
+			continue
+		}
+		if where != "" && sqlexpr.Normalize(ix.Predicate) != sqlexpr.Normalize(where) {
 			continue
 		}
 		if !found || ix.Primary {
@@ -96,13 +125,69 @@ func findArbiter(idx []dialect.Index, key []string) (dialect.Index, bool) {
 	return best, found
 }
 
+// partial checks a partial arbiter's table, and records its predicate and
+// the columns it reads. Any other unique index on exactly the key columns
+// is refused: PostgreSQL and SQLite infer a non-partial one as an arbiter
+// of ON CONFLICT (key) WHERE ... too (PG-3), so an upsert would update a
+// soft-deleted row instead of creating a live one beside it, and a partial
+// one whose predicate ours implies may be inferred as well.
+func (t *tableCore) partial(cfg Config, schema *dialect.Schema, arbiter dialect.Index, se func(kind error, problem, fix string) error) error {
+	for _, ix := range schema.Unique {
+		if ix.Name == arbiter.Name || ix.Expression || !sameSet(ix.Columns, cfg.Key) {
+			continue
+		}
+		what := "a unique index without a predicate"
+		if ix.Primary {
+			what = "the PRIMARY KEY"
+		} else if ix.Partial {
+			what = fmt.Sprintf("a partial unique index with another predicate (%s)", ix.Predicate)
+		}
+		return se(ErrUnsupported, fmt.Sprintf("%s, %s on (%s), covers the key columns beside the partial index %s: the database takes it as an arbiter of the insert too, so a row outside the predicate (a soft-deleted one) would conflict with a new row, or be updated in its place", ix.Name, what, strings.Join(ix.Columns, ", "), arbiter.Name),
+			fmt.Sprintf("drop %s, or leave Config.Where empty and use it", ix.Name))
+	}
+	t.dt.Where = arbiter.Predicate
+	for _, name := range sqlexpr.Names(arbiter.Predicate) {
+		for _, c := range schema.Columns {
+			if !strings.EqualFold(c.Name, name) || slices.Contains(t.dt.WhereColumns, c.Name) {
+				continue
+			}
+			// The proposed row carries this column's value for the
+			// predicate: the call's, or what the database would put there.
+			// A generated value cannot be known before the insert.
+			if c.HasDefault && c.Default == "" {
+				if i := t.m.Lookup(c.Name); i < 0 || slices.Contains(t.defaultableCandidates(schema), i) {
+					return se(ErrUnsupported, fmt.Sprintf("the predicate (%s) reads column %q, whose value the database generates on insert, so the library cannot tell whether a row it inserts satisfies it", arbiter.Predicate, c.Name), "")
+				}
+			}
+			t.dt.WhereColumns = append(t.dt.WhereColumns, c.Name)
+		}
+	}
+	return nil
+}
+
+// defaultableCandidates are the fields whose column has a DEFAULT and that
+// may be left to it: inspect makes them t.defaultable.
+func (t *tableCore) defaultableCandidates(schema *dialect.Schema) []int {
+	var out []int
+	for i, f := range t.m.Fields {
+		if c := schema.Column(f.Column); c.HasDefault && !f.Explicit && !t.isKey(f.Column) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // nearMiss explains the unique indexes that come close to the key.
-func nearMiss(idx []dialect.Index, key []string) string {
+func nearMiss(idx []dialect.Index, key []string, where string) string {
 	var notes []string
 	for _, ix := range idx {
 		switch {
+		case sameSet(ix.Columns, key) && ix.Partial && where == "":
+			notes = append(notes, fmt.Sprintf("unique index %s on the key is partial (WHERE %s): to use it, set Config.Where to that predicate", ix.Name, ix.Predicate))
 		case sameSet(ix.Columns, key) && ix.Partial:
-			notes = append(notes, fmt.Sprintf("unique index %s on the key is partial (has a WHERE clause)", ix.Name))
+			notes = append(notes, fmt.Sprintf("unique index %s on the key is partial with another predicate: WHERE %s, as the database prints it; Config.Where must be that text (spacing, case and outer parentheses aside)", ix.Name, ix.Predicate))
+		case sameSet(ix.Columns, key) && where != "" && !ix.Deferrable && !ix.Expression:
+			notes = append(notes, fmt.Sprintf("unique index %s on the key has no predicate", ix.Name))
 		case sameSet(ix.Columns, key) && ix.Deferrable:
 			notes = append(notes, fmt.Sprintf("unique constraint %s on the key is DEFERRABLE: checked at commit, it cannot arbitrate an insert", ix.Name))
 		case ix.Expression:
@@ -113,10 +198,14 @@ func nearMiss(idx []dialect.Index, key []string) string {
 			notes = append(notes, fmt.Sprintf("unique index %s (%s) has more columns than the key", ix.Name, strings.Join(ix.Columns, ", ")))
 		}
 	}
-	if len(notes) == 0 {
-		return "no PRIMARY KEY or UNIQUE index covers the key columns"
+	what := "no PRIMARY KEY or UNIQUE index"
+	if where != "" {
+		what = "no partial UNIQUE index WHERE " + where
 	}
-	return "no PRIMARY KEY or UNIQUE index covers exactly the key columns (" + strings.Join(notes, "; ") + ")"
+	if len(notes) == 0 {
+		return what + " covers the key columns"
+	}
+	return what + " covers exactly the key columns (" + strings.Join(notes, "; ") + ")"
 }
 
 func sameSet(a, b []string) bool {

@@ -19,8 +19,20 @@ type Config struct {
 	Table string
 	// Key are the columns that identify a row. A PRIMARY KEY or a
 	// non-partial, non-deferrable UNIQUE constraint or index must cover
-	// exactly these columns.
+	// exactly these columns, or, with Where, a partial unique index.
 	Key []string
+	// Where, when set, is the predicate of a partial unique index on the
+	// Key columns, such as "deleted_at IS NULL" (PostgreSQL and SQLite):
+	// the key is unique only among the rows it holds for. Every lookup
+	// adds it, so a row outside it (a soft-deleted one) is never returned
+	// and a new row can be created beside it; a row to create that does
+	// not satisfy it is refused with ErrNotCovered. Open compares it with
+	// the index's predicate as the database prints it (PostgreSQL's
+	// pg_get_expr adds casts: 'x'::text), ignoring whitespace, the case of
+	// keywords and names, and outer parentheses; its error shows the text
+	// to use. No other unique index may cover the Key columns: PostgreSQL
+	// and SQLite would take it as an arbiter too.
+	Where string
 	// Retry bounds the retries of the library's own transactions. The zero
 	// value means DefaultRetry.
 	Retry RetryPolicy
@@ -120,6 +132,8 @@ type tableCore struct {
 	// treats NULLs as equal.
 	nullKeyOK   []bool
 	defaultable []int // positions of fields whose column the database can fill
+	keyChecks   []keyCheck
+	timePos     []int // positions of fields that may hold a time.Time, bound in UTC
 	plans       sync.Map
 	// finds counts recent calls that found their key (up) against those
 	// that created it (down), clamped: the score Adaptive reads.

@@ -106,7 +106,7 @@ func bindArgs(ups []Update, dst []any) []any {
 	for _, u := range ups {
 		for _, a := range u.args {
 			if _, ok := a.(Ref); !ok {
-				dst = append(dst, a)
+				dst = append(dst, utcValue(a)) // as the row's values are (bindTimes)
 			}
 		}
 	}

@@ -14,6 +14,7 @@ type bulkPlan struct {
 	s      *dialect.Shape
 	fused  sqlbuild.Stmt
 	upsert sqlbuild.Stmt
+	single *plan // for a partial arbiter: its predicate on one proposed row
 }
 
 // CompileBulk builds, for n rows:
@@ -38,6 +39,9 @@ type bulkPlan struct {
 // it (bound to copies of the first row's values) are filtered out.
 func (pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, _ dialect.Features, n int) (dialect.BulkPlan, error) {
 	p := &bulkPlan{t: t, s: s}
+	if t.Where != "" {
+		p.single = compile(t, s)
+	}
 	p.fused = p.buildFused(n)
 	if len(s.Updates) > 0 {
 		p.upsert = p.buildUpsert(n)
@@ -82,6 +86,21 @@ func (p *bulkPlan) valueColumns(b *sqlbuild.Builder) {
 	}
 }
 
+// source writes what an insert selects from: v, and, for a partial
+// arbiter, the proposed row of each of its rows, with the predicate's
+// columns named as the table's, where the predicate holds.
+func (p *bulkPlan) source(b *sqlbuild.Builder) {
+	b.WriteString(" FROM v")
+	if p.t.Where == "" {
+		return
+	}
+	b.WriteString(" CROSS JOIN LATERAL (SELECT ")
+	b.ProposedRow(p.s, func(pos int) { b.WriteString("v." + vcol(pos)) }, func(col, expr string) {
+		b.WriteString("(" + expr + ")::" + p.t.Schema.Column(col).Type)
+	})
+	b.WriteString(") p WHERE (" + p.t.Where + ")")
+}
+
 // keyJoin writes "l.k = v.ck AND ...".
 func (p *bulkPlan) keyJoin(b *sqlbuild.Builder, l string) {
 	for i, pos := range p.t.Key {
@@ -110,13 +129,20 @@ func (p *bulkPlan) buildFused(n int) sqlbuild.Stmt {
 	b.List("t.", t.Columns, all)
 	b.WriteString(" FROM v JOIN " + table + " t ON ")
 	p.keyJoin(b, "t")
+	b.AndWhere()
 	b.WriteString("), i AS (INSERT INTO " + table + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
 	p.valueColumns(b)
-	b.WriteString(" FROM v WHERE v.ord NOT IN (SELECT ord FROM s) ORDER BY v.ord ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	p.source(b)
+	if t.Where == "" {
+		b.WriteString(" WHERE")
+	} else {
+		b.WriteString(" AND")
+	}
+	b.WriteString(" v.ord NOT IN (SELECT ord FROM s) ORDER BY v.ord ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	b.List("", t.Columns, all)
 	b.WriteString(") SELECT s.ord, ")
 	b.List("s.", t.Columns, all)
@@ -142,9 +168,10 @@ func (p *bulkPlan) buildUpsert(n int) sqlbuild.Stmt {
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
 	p.valueColumns(b)
-	b.WriteString(" FROM v ORDER BY v.ord ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO UPDATE SET ")
+	p.source(b)
+	b.WriteString(" ORDER BY v.ord ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO UPDATE SET ")
 	b.Assignments(s.Updates, nil)
 	b.WriteString(" RETURNING ")
 	b.List(alias+".", t.Columns, all)
@@ -171,6 +198,9 @@ func (p *bulkPlan) GetOrCreateMany(ctx context.Context, q dialect.Querier, b *di
 		if len(miss) == 0 {
 			return nil
 		}
+		if err := p.notCovered(ctx, q, rows, idx, miss); err != nil {
+			return err
+		}
 		next := make([]*dialect.Call, len(miss))
 		nidx := make([]int, len(miss))
 		for k, m := range miss {
@@ -188,8 +218,39 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 	if err != nil {
 		return err
 	}
-	if len(sqlbuild.Missing(b.Rows, seen)) > 0 {
-		return errors.New("bulk upsert did not return every row")
+	for _, m := range sqlbuild.Missing(b.Rows, seen) {
+		if p.single == nil {
+			return errors.New("bulk upsert did not return every row")
+		}
+		// A proposed row outside the partial index: see uncoveredUpdate.
+		c := *b.Rows[m]
+		c.UpdateArgs = b.UpdateArgs
+		if err := p.single.uncoveredUpdate(ctx, q, &c); err != nil {
+			var e *dialect.Error
+			if errors.As(err, &e) {
+				e.Row, e.HasRow = m, true
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// notCovered asks, for a partial arbiter, whether a row the statement did
+// not return was left out because the predicate fails on it (a lost race
+// is the other reason), and names the first such row of the batch.
+func (p *bulkPlan) notCovered(ctx context.Context, q dialect.Querier, rows []*dialect.Call, idx, miss []int) error {
+	if p.single == nil {
+		return nil
+	}
+	for _, m := range miss {
+		if err := p.single.notCovered(ctx, q, rows[m]); err != nil {
+			var e *dialect.Error
+			if errors.As(err, &e) {
+				e.Row, e.HasRow = idx[m], true
+			}
+			return err
+		}
 	}
 	return nil
 }

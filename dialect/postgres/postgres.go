@@ -48,7 +48,7 @@ func (pgDialect) Detect(ctx context.Context, q dialect.Querier) bool {
 }
 
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{MaxParams: 65535}
+	f := dialect.Features{MaxParams: 65535, PartialIndexes: true}
 	s := &dialect.Schema{Table: table}
 	var vnum int
 	if err := sqlbuild.QueryEach(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
@@ -81,7 +81,9 @@ SELECT a.attname,
        NOT a.attnotnull,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        a.attidentity <> '' OR coalesce(pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%', false),
-       coalesce(co.collname, '')
+       coalesce(co.collname, ''),
+       coalesce(CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END, ''),
+       ty.typname, a.atttypmod
 FROM pg_attribute a
 JOIN pg_type ty ON ty.oid = a.atttypid
 LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
@@ -89,9 +91,12 @@ LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
 		var c dialect.Column
-		if err := r.Scan(&c.Name, &c.Type, &c.Nullable, &c.HasDefault, &c.Identity, &c.Collation); err != nil {
+		var typname string
+		var typmod int
+		if err := r.Scan(&c.Name, &c.Type, &c.Nullable, &c.HasDefault, &c.Identity, &c.Collation, &c.Default, &typname, &typmod); err != nil {
 			return err
 		}
+		describe(&c, typname, typmod)
 		s.Columns = append(s.Columns, c)
 		return nil
 	})
@@ -103,7 +108,7 @@ ORDER BY a.attnum`, []any{*oid}, func(r dialect.Rows) error {
 		nnd = "i.indnullsnotdistinct"
 	}
 	err = sqlbuild.QueryEach(ctx, q, `
-SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, i.indexprs IS NOT NULL,
+SELECT c.relname, i.indisprimary, i.indpred IS NOT NULL, coalesce(pg_get_expr(i.indpred, i.indrelid), ''), i.indexprs IS NOT NULL,
        coalesce(con.condeferrable, false), `+nnd+`,
        coalesce((SELECT json_agg(a.attname ORDER BY k.ord)
                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
@@ -116,7 +121,7 @@ WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid
 ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 		var ix dialect.Index
 		var cols string
-		if err := r.Scan(&ix.Name, &ix.Primary, &ix.Partial, &ix.Expression, &ix.Deferrable, &ix.NullsNotDistinct, &cols); err != nil {
+		if err := r.Scan(&ix.Name, &ix.Primary, &ix.Partial, &ix.Predicate, &ix.Expression, &ix.Deferrable, &ix.NullsNotDistinct, &cols); err != nil {
 			return err
 		}
 		if err := json.Unmarshal([]byte(cols), &ix.Columns); err != nil {
@@ -130,6 +135,45 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 	}
 	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`, *oid)
 	return s, f, err
+}
+
+// describe fills in what a column of type typname (pg_type.typname) with
+// modifier typmod does to a value. Domains, arrays and the other types are
+// KindOther: the key checks leave them to the database.
+func describe(c *dialect.Column, typname string, typmod int) {
+	switch typname {
+	case "varchar", "bpchar":
+		c.Kind = dialect.KindText
+		if typmod >= 4 {
+			c.Length = typmod - 4
+			if typname == "bpchar" {
+				c.Fixed = dialect.PadsSpaces
+			}
+		}
+	case "text", "citext", "name":
+		c.Kind = dialect.KindText
+	case "bytea":
+		c.Kind = dialect.KindBinary
+	case "int2", "int4", "int8":
+		c.Kind = dialect.KindInt
+		c.Bits = map[string]int{"int2": 16, "int4": 32, "int8": 64}[typname]
+	case "numeric":
+		c.Kind = dialect.KindDecimal
+	case "float4", "float8":
+		c.Kind, c.Bits = dialect.KindFloat, 32
+		if typname == "float8" {
+			c.Bits = 64
+		}
+	case "bool":
+		c.Kind = dialect.KindBool
+	case "timestamp", "timestamptz":
+		c.Kind, c.Digits = dialect.KindTime, 6
+		if typmod >= 0 {
+			c.Digits = typmod
+		}
+	case "date":
+		c.Kind = dialect.KindDate
+	}
 }
 
 // sqlState is what a PostgreSQL driver's error reports: pgx's
@@ -246,6 +290,53 @@ var syntax = sqlbuild.Syntax{
 
 type plan struct {
 	find, insert, upsert sqlbuild.Stmt
+	// update is UPDATE ... WHERE key = $1 RETURNING: the key's row updated
+	// without an insert (no nextval). updateFirst is set when it says
+	// exactly what the upsert would: no proposed value it reads is one
+	// the database generates.
+	update      sqlbuild.Stmt
+	updateFirst bool
+	// covered, for a partial arbiter: its predicate on the proposed row.
+	covered sqlbuild.Stmt
+	where   string
+}
+
+// castValue writes the call's value at pos, cast to its column's type
+// without the modifier (see Inspect): INSERT ... SELECT does not type its
+// parameters from the target columns.
+func castValue(b *sqlbuild.Builder, pos int) {
+	b.Value(pos)
+	b.WriteString("::" + b.Table.Schema.Column(b.Table.Columns[pos]).Type)
+}
+
+// proposed writes "(SELECT $1::type AS col, ...) p": the proposed row,
+// with the columns a partial arbiter's predicate reads.
+func proposed(b *sqlbuild.Builder, s *dialect.Shape) {
+	b.WriteString("(SELECT ")
+	b.ProposedRow(s, func(pos int) { castValue(b, pos) }, func(col, expr string) {
+		b.WriteString("(" + expr + ")::" + b.Table.Schema.Column(col).Type)
+	})
+	b.WriteString(") p")
+}
+
+// insertSource writes what an insert selects from: the call's values, or,
+// for a partial arbiter, the proposed row where the predicate holds, so
+// that a row the index would not cover is never inserted.
+func insertSource(b *sqlbuild.Builder, s *dialect.Shape) {
+	b.WriteString(" SELECT ")
+	if b.Table.Where == "" {
+		for i, pos := range s.Insert {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			castValue(b, pos)
+		}
+		return
+	}
+	b.List("p.", b.Table.Columns, s.Insert)
+	b.WriteString(" FROM ")
+	proposed(b, s)
+	b.WriteString(" WHERE (" + b.Table.Where + ")")
 }
 
 // Compile builds:
@@ -261,8 +352,19 @@ type plan struct {
 // inserted the key after that snapshot, ON CONFLICT DO NOTHING waits for it
 // and returns no row, and the next find (a new snapshot under READ
 // COMMITTED) sees it.
+//
+// With a partial arbiter (Table.Where) every lookup adds the predicate,
+// ON CONFLICT (key) WHERE predicate infers the index, and the inserts
+// select from the proposed row where the predicate holds on it:
+//
+//	INSERT INTO t (...) SELECT p.c, ... FROM (SELECT $2::type AS c, ...) p
+//	WHERE (predicate) AND NOT EXISTS (... AND (predicate)) ON CONFLICT (key) WHERE (predicate) ...
 func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
-	p := &plan{}
+	return sqlbuild.Classify(compile(t, s), interpret), nil
+}
+
+func compile(t *dialect.Table, s *dialect.Shape) *plan {
+	p := &plan{where: t.Where}
 	all := sqlbuild.Seq(len(t.Columns))
 	table := quote(t.Name)
 
@@ -271,27 +373,25 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 	b.List("", t.Columns, all)
 	b.WriteString(" FROM " + table + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
+	b.AndWhere()
 	p.find = b.Stmt()
 
 	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + table + " (")
 	b.List("", t.Columns, s.Insert)
-	b.WriteString(") SELECT ")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		// INSERT ... SELECT does not type its parameters from the target
-		// columns, so cast them, to the type without its modifier (see
-		// Inspect).
-		b.Value(pos)
-		b.WriteString("::" + t.Schema.Column(t.Columns[pos]).Type)
+	b.WriteString(")")
+	insertSource(b, s)
+	if t.Where == "" {
+		b.WriteString(" WHERE")
+	} else {
+		b.WriteString(" AND")
 	}
-	b.WriteString(" WHERE NOT EXISTS (SELECT FROM " + table + " WHERE ")
+	b.WriteString(" NOT EXISTS (SELECT FROM " + table + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
-	b.WriteString(") ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	b.AndWhere()
+	b.WriteString(") ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	b.List("", t.Columns, all)
 	p.insert = b.Stmt()
 
@@ -299,11 +399,17 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		b = sqlbuild.NewBuilder(&syntax, t)
 		b.WriteString("INSERT INTO " + table + " AS " + alias + " (")
 		b.List("", t.Columns, s.Insert)
-		b.WriteString(") VALUES (")
-		b.Values(s.Insert)
-		b.WriteString(") ON CONFLICT (")
-		b.List("", t.Columns, t.Key)
-		b.WriteString(") DO UPDATE SET ")
+		if t.Where == "" {
+			b.WriteString(") VALUES (")
+			b.Values(s.Insert)
+			b.WriteString(")")
+		} else {
+			b.WriteString(")")
+			insertSource(b, s)
+		}
+		b.WriteString(" ON CONFLICT ")
+		b.ConflictTarget()
+		b.WriteString(" DO UPDATE SET ")
 		b.Assignments(s.Updates, nil)
 		b.WriteString(" RETURNING ")
 		b.List(alias+".", t.Columns, all)
@@ -314,7 +420,50 @@ func (pgDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features)
 		b.WriteString(", " + alias + ".xmax = 0")
 		p.upsert = b.Stmt()
 	}
-	return sqlbuild.Classify(p, interpret), nil
+	if len(s.Updates) > 0 {
+		p.update = buildUpdate(t, s)
+		p.updateFirst = true
+		for _, col := range sqlbuild.ProposedColumns(s.Updates) {
+			c := t.Schema.Column(col)
+			if pos, _ := t.ProposedValue(s, col); pos < 0 && c != nil && (c.Identity || c.HasDefault && c.Default == "") {
+				p.updateFirst = false
+			}
+		}
+	}
+	p.covered = sqlbuild.Covered(&syntax, t, func(b *sqlbuild.Builder) { proposed(b, s) })
+	return p
+}
+
+// buildUpdate is UPDATE t AS t SET ... WHERE key = $1 [AND (predicate)]
+// RETURNING t.cols. A proposed column is what the upsert's EXCLUDED.col
+// would be: the call's value when the shape inserts it, else the column's
+// DEFAULT (or NULL).
+func buildUpdate(t *dialect.Table, s *dialect.Shape) sqlbuild.Stmt {
+	syn := syntax
+	syn.Proposed = func(b *sqlbuild.Builder, col string) {
+		pos, expr := t.ProposedValue(s, col)
+		if pos >= 0 {
+			castValue(b, pos)
+			return
+		}
+		b.WriteString("(" + expr + ")::" + t.Schema.Column(col).Type)
+	}
+	b := sqlbuild.NewBuilder(&syn, t)
+	b.WriteString("UPDATE " + quote(t.Name) + " AS " + alias + " SET ")
+	b.Assignments(s.Updates, nil)
+	b.WriteString(" WHERE ")
+	b.KeyMatch(alias+".", s.NullKeys)
+	b.AndWhere()
+	b.WriteString(" RETURNING ")
+	b.List(alias+".", t.Columns, sqlbuild.Seq(len(t.Columns)))
+	return b.Stmt()
+}
+
+// notCovered reports, for a partial arbiter, whether the call's proposed
+// row fails its predicate: asked only once an insert returned nothing and
+// a lookup found nothing either.
+func (p *plan) notCovered(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
+	return sqlbuild.NotCovered(ctx, q, p.covered, c, p.where)
 }
 
 func (p *plan) Statements() []dialect.Statement {
@@ -323,7 +472,11 @@ func (p *plan) Statements() []dialect.Statement {
 		{Path: dialect.PathGet, Role: "guarded insert", SQL: p.insert.SQL},
 	}
 	if p.upsert.SQL != "" {
-		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+		st = append(st, dialect.Statement{Path: dialect.PathUpdate, Role: "update, first when the table's calls mostly find their key", SQL: p.update.SQL},
+			dialect.Statement{Path: dialect.PathUpdate, Role: "upsert", SQL: p.upsert.SQL})
+	}
+	if p.covered.SQL != "" {
+		st = append(st, dialect.Statement{Path: dialect.PathGet, Role: "the partial index's predicate on the proposed row, when nothing was inserted", SQL: p.covered.SQL})
 	}
 	return st
 }
@@ -350,6 +503,13 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 				c.Raced = found && (i > 1 || i == 1 && c.ReadFirst)
 				return false, err
 			}
+			if i > 0 {
+				// An insert returned nothing and the row is not there:
+				// a race, or a row the partial index would not cover.
+				if err := p.notCovered(ctx, q, c); err != nil {
+					return false, err
+				}
+			}
 		}
 		read = true
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
@@ -360,13 +520,45 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 }
 
 // UpdateOrCreate is one statement: ON CONFLICT DO UPDATE either inserts or
-// updates, atomically, whatever runs concurrently (PG-1).
+// updates, atomically, whatever runs concurrently (PG-1). But the upsert
+// builds its proposed row, nextval included, before it finds the conflict
+// (PG-14): every update of an existing key takes a sequence value, and a
+// busy table with a 32-bit serial runs out. So when the table's calls
+// mostly find their key, a plain UPDATE goes first (one statement, no
+// sequence value, for the common path), and the upsert only when it
+// matched nothing; a racing insert of the key then makes the upsert wait
+// and update, as it would have. Tables whose calls mostly create keep the
+// one upsert, for which a new key costs one statement.
 func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Call) (bool, error) {
+	if c.ReadFirst && p.updateFirst {
+		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
+			return false, err
+		}
+	}
 	var created bool
 	dest := append(c.Dest[:len(c.Dest):len(c.Dest)], &created)
 	found, err := p.upsert.QueryOne(ctx, q, c, dest...)
 	if err == nil && !found {
-		err = errors.New("upsert returned no row")
+		return false, p.uncoveredUpdate(ctx, q, c)
 	}
 	return created, err
+}
+
+// uncoveredUpdate handles an upsert that neither inserted nor updated,
+// which only a partial arbiter's predicate failing on the proposed row
+// causes (it filters the row out before any conflict): the row passed is
+// only for creating, so the key's covered row, if there is one, is
+// updated as the upsert would have; else the row cannot be created.
+func (p *plan) uncoveredUpdate(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
+	if p.covered.SQL == "" {
+		return errors.New("upsert returned no row")
+	}
+	found, err := p.update.QueryOne(ctx, q, c, c.Dest...)
+	if err != nil || found {
+		return err
+	}
+	if err := p.notCovered(ctx, q, c); err != nil {
+		return err
+	}
+	return dialect.LostRace() // covered after all: the row came and went
 }

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	"github.com/getorcreate/getorcreate/dialect"
@@ -88,6 +89,7 @@ func (p *bulkPlan) buildFind(n int) sqlbuild.Stmt {
 		b.Ident(t.Columns[pos])
 		b.WriteString(" = v.c" + strconv.Itoa(pos))
 	}
+	b.AndWhere()
 	return b.Stmt()
 }
 
@@ -99,23 +101,35 @@ func (p *bulkPlan) buildWrite(n int, update bool) sqlbuild.Stmt {
 	b.WriteString(" INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
-	for i, pos := range s.Insert {
-		if i > 0 {
-			b.WriteString(", ")
+	if t.Where == "" {
+		for i, pos := range s.Insert {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("c" + strconv.Itoa(pos))
 		}
-		b.WriteString("c" + strconv.Itoa(pos))
+		// The WHERE also keeps "ON CONFLICT" from being read as a join
+		// constraint of the SELECT.
+		b.WriteString(" FROM v WHERE ord < ")
+		b.Count()
+		b.WriteString(" ORDER BY ord")
+	} else {
+		// Each row's proposed row, its columns named as the table's, where
+		// the partial arbiter's predicate holds on it.
+		b.List("", t.Columns, s.Insert)
+		b.WriteString(" FROM (SELECT ord AS goc_ord, ")
+		b.ProposedRow(s, func(pos int) { b.WriteString("c" + strconv.Itoa(pos)) }, func(_, expr string) { b.WriteString("(" + expr + ")") })
+		b.WriteString(" FROM v WHERE ord < ")
+		b.Count()
+		b.WriteString(") WHERE (" + t.Where + ") ORDER BY goc_ord")
 	}
-	// The WHERE also keeps "ON CONFLICT" from being read as a join
-	// constraint of the SELECT.
-	b.WriteString(" FROM v WHERE ord < ")
-	b.Count()
-	b.WriteString(" ORDER BY ord ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
+	b.WriteString(" ON CONFLICT ")
+	b.ConflictTarget()
 	if update {
-		b.WriteString(") DO UPDATE SET ")
+		b.WriteString(" DO UPDATE SET ")
 		b.Assignments(s.Updates, nil)
 	} else {
-		b.WriteString(") DO NOTHING")
+		b.WriteString(" DO NOTHING")
 	}
 	return b.Stmt()
 }
@@ -168,14 +182,34 @@ func (p *bulkPlan) write(ctx context.Context, q dialect.Querier, b *dialect.Batc
 		}
 		st = p.insert
 	}
-	if _, err := q.Exec(ctx, st.SQL, st.BatchArgs(rows, b.UpdateArgs)...); err != nil {
+	res, err := q.Exec(ctx, st.SQL, st.BatchArgs(rows, b.UpdateArgs)...)
+	if err != nil {
 		return err
+	}
+	if update && p.t.Where != "" {
+		if err := p.uncovered(ctx, q, b, res, seen); err != nil {
+			return err
+		}
 	}
 	after, err := p.findRows(ctx, q, rows)
 	if err != nil {
 		return err
 	}
 	if k := sqlbuild.Missing(rows, after); len(k) > 0 {
+		// Nothing else writes inside this transaction: a row the batch
+		// did not leave behind is one the partial index would not cover.
+		for _, m := range k {
+			if err := p.single.notCovered(ctx, q, rows[m]); err != nil {
+				var e *dialect.Error
+				if errors.As(err, &e) {
+					e.Row, e.HasRow = m, true
+					if !update {
+						e.Row = miss[m]
+					}
+				}
+				return err
+			}
+		}
 		return dialect.LostRace()
 	}
 	// Keys the first find missed were created by this batch; two inputs
@@ -188,6 +222,38 @@ func (p *bulkPlan) write(ctx context.Context, q dialect.Querier, b *dialect.Batc
 				b.Created[m] = false
 				break
 			}
+		}
+	}
+	return nil
+}
+
+// uncovered finds, after a bulk upsert on a partial arbiter, the rows it
+// left alone: those whose proposed row fails the predicate, which the
+// upsert filters out before any conflict. Each one's covered row, if the
+// first find saw it, is updated with a plain UPDATE (the row passed is
+// only for creating); one without is refused. The upsert's change count
+// (inserted plus updated rows, SQ-2) says whether there are any, so a
+// batch of covered rows costs nothing more.
+func (p *bulkPlan) uncovered(ctx context.Context, q dialect.Querier, b *dialect.Batch, res dialect.Result, seen []bool) error {
+	if n, err := res.RowsAffected(); err != nil || n == int64(len(b.Rows)) {
+		return err
+	}
+	for i, c := range b.Rows {
+		ok, err := sqlbuild.ScanCovered(ctx, q, p.single.covered, c)
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		if !seen[i] {
+			e := dialect.NotCovered(p.t.Where)
+			e.Row, e.HasRow = i, true
+			return e
+		}
+		c.UpdateArgs = b.UpdateArgs
+		if _, err := p.single.update.QueryOne(ctx, q, c, c.Dest...); err != nil {
+			return err
 		}
 	}
 	return nil

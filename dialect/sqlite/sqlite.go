@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
+	"github.com/getorcreate/getorcreate/internal/sqlexpr"
 	msqlite "modernc.org/sqlite"
 )
 
@@ -57,7 +59,7 @@ func splitName(table string) (schema, name string) {
 }
 
 func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{MaxParams: 32766, PrepareOnce: true}
+	f := dialect.Features{MaxParams: 32766, PrepareOnce: true, PartialIndexes: true}
 	s := &dialect.Schema{Table: table}
 	schema, name := splitName(table)
 	if err := sqlbuild.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {
@@ -70,15 +72,19 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	}
 	var pkCols []string
 	var pkType string
-	err := sqlbuild.QueryEach(ctx, q, `SELECT name, type, "notnull", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
+	err := sqlbuild.QueryEach(ctx, q, `SELECT name, type, "notnull", coalesce(dflt_value, ''), dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?, ?) ORDER BY cid`,
 		[]any{name, schema}, func(r dialect.Rows) error {
 			var c dialect.Column
 			var notnull, hasDef bool
 			var pk, hidden int
-			if err := r.Scan(&c.Name, &c.Type, &notnull, &hasDef, &pk, &hidden); err != nil {
+			if err := r.Scan(&c.Name, &c.Type, &notnull, &c.Default, &hasDef, &pk, &hidden); err != nil {
 				return err
 			}
 			c.Nullable, c.HasDefault = !notnull, hasDef || hidden >= 2
+			if hidden >= 2 {
+				c.Default = "" // a generated column's expression is no default
+			}
+			describe(&c)
 			if pk > 0 {
 				pkCols = append(pkCols, c.Name)
 				pkType = c.Type
@@ -112,6 +118,16 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 	hasPKIndex := false
 	for _, i := range idxs {
 		ix := dialect.Index{Name: i.name, Primary: i.origin == "pk", Partial: i.partial}
+		if ix.Partial {
+			// SQLite keeps the CREATE INDEX statement as written; the
+			// predicate is what follows the WHERE after its column list.
+			var create string
+			if err := sqlbuild.QueryEach(ctx, q, `SELECT sql FROM `+quote(schema)+`.sqlite_schema WHERE type = 'index' AND name = ?`,
+				[]any{i.name}, func(r dialect.Rows) error { return r.Scan(&create) }); err != nil {
+				return nil, f, err
+			}
+			ix.Predicate, _ = sqlexpr.IndexWhere(create)
+		}
 		hasPKIndex = hasPKIndex || ix.Primary
 		err := sqlbuild.QueryEach(ctx, q, `SELECT name, coll FROM pragma_index_xinfo(?, ?) WHERE key = 1 ORDER BY seqno`,
 			[]any{i.name, schema}, func(r dialect.Rows) error {
@@ -143,7 +159,94 @@ func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table str
 		}
 	}
 	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`, name)
-	return s, f, err
+	if err != nil {
+		return nil, f, err
+	}
+	return s, f, probeTime(ctx, q, s)
+}
+
+// describe fills in what a column does to a value, from its declared type
+// by SQLite's affinity rules (https://sqlite.org/datatype3.html#affinity):
+// an INTEGER or NUMERIC column converts a string that looks like a number,
+// a TEXT column a number to text (SQ-7). SQLite enforces no lengths.
+// modernc.org/sqlite reads a text value back as a time.Time only from a
+// column declared DATE, DATETIME or TIMESTAMP.
+func describe(c *dialect.Column) {
+	t := strings.ToUpper(c.Type)
+	switch {
+	case t == "DATE" || t == "DATETIME" || t == "TIMESTAMP":
+		c.Kind = dialect.KindTime
+	case strings.Contains(t, "INT"):
+		c.Kind, c.Bits = dialect.KindInt, 64
+	case strings.Contains(t, "CHAR") || strings.Contains(t, "CLOB") || strings.Contains(t, "TEXT"):
+		c.Kind = dialect.KindText
+	case t == "" || t == "ANY" || strings.Contains(t, "BLOB"):
+		// BLOB affinity stores every value as given: 12 and '12' are two
+		// keys, and a Go value always binds as the same type.
+	case strings.Contains(t, "REAL") || strings.Contains(t, "FLOA") || strings.Contains(t, "DOUB"):
+		c.Kind, c.Bits = dialect.KindFloat, 64
+	default:
+		c.Kind = dialect.KindDecimal // NUMERIC affinity
+	}
+}
+
+// timeFormats are the layouts modernc.org/sqlite parses a DATE, DATETIME
+// or TIMESTAMP value with (its parseTimeFormats, then t.String()'s).
+var timeFormats = []string{
+	"2006-01-02 15:04:05.999999999-07:00",
+	"2006-01-02T15:04:05.999999999-07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04",
+	"2006-01-02T15:04",
+	"2006-01-02",
+	"2006-01-02 15:04:05.999999999 -0700 MST",
+}
+
+// probeTime asks the connection how it writes a time.Time (the DSN's
+// _time_format and _loc decide: by default t.String(), whose zone a
+// numeric abbreviation such as "+0200" makes unreadable): SELECT of a
+// bound time returns the text it would store, with no write. The library
+// binds times in UTC, which every format reads back; the probe catches a
+// format or _loc it cannot, and learns how many fractional digits of a
+// second survive.
+func probeTime(ctx context.Context, q dialect.Querier, s *dialect.Schema) error {
+	probe := time.Date(2000, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	var v any
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT ?`, []any{probe}, func(r dialect.Rows) error { return r.Scan(&v) }); err != nil {
+		return err
+	}
+	var got time.Time
+	ok := false
+	switch v := v.(type) {
+	case time.Time:
+		got, ok = v, true
+	case string:
+		for _, f := range timeFormats {
+			if t, err := time.Parse(f, strings.TrimSuffix(strings.TrimSpace(strings.Split(v, " m=")[0]), "Z")); err == nil {
+				got, ok = t, true
+				break
+			}
+		}
+	}
+	problem := ""
+	digits := 0
+	switch {
+	case !ok:
+		problem = fmt.Sprintf("the connection writes a time as %q, which modernc.org/sqlite cannot read back: set _time_format=sqlite in the DSN (and no _loc whose zone has no name)", v)
+	case !got.Truncate(time.Second).Equal(probe.Truncate(time.Second)):
+		problem = fmt.Sprintf("the connection writes %v as %q, another instant: set _time_format=sqlite in the DSN", probe, v)
+	default:
+		for n := got.Nanosecond(); n%1_000_000_000 != 0 && digits < 9; n = (n * 10) % 1_000_000_000 {
+			digits++
+		}
+	}
+	for i := range s.Columns {
+		if c := &s.Columns[i]; c.Kind == dialect.KindTime {
+			c.TimeProblem, c.Digits = problem, digits
+		}
+	}
+	return nil
 }
 
 // SQLite result codes (https://sqlite.org/rescode.html).
@@ -243,6 +346,9 @@ var syntax = sqlbuild.Syntax{
 
 type plan struct {
 	find, insert, guarded, update sqlbuild.Stmt
+	// covered, for a partial arbiter: its predicate on the proposed row.
+	covered sqlbuild.Stmt
+	where   string
 }
 
 // Compile builds:
@@ -255,12 +361,59 @@ type plan struct {
 // path, but SQLite cannot say whether it inserted or updated, so
 // UpdateOrCreate tries the UPDATE first (one statement for an existing key)
 // and inserts only when it touched nothing.
+//
+// With a partial arbiter (Table.Where) every lookup and the UPDATE add the
+// predicate, ON CONFLICT (key) WHERE predicate names the index, and the
+// inserts select from the proposed row where the predicate holds on it:
+// INSERT INTO t (...) SELECT "c", ... FROM (SELECT ? AS "c", ...) p WHERE (predicate) ...
 func (sqliteDialect) Compile(t *dialect.Table, s *dialect.Shape, _ dialect.Features) (dialect.Plan, error) {
 	return sqlbuild.Classify(compile(t, s), interpret), nil
 }
 
+// proposed writes "(SELECT ? AS c, ...) p": the proposed row, with the
+// columns a partial arbiter's predicate reads.
+func proposed(b *sqlbuild.Builder, s *dialect.Shape) {
+	b.WriteString("(SELECT ")
+	b.ProposedRow(s, b.Value, func(_, expr string) { b.WriteString("(" + expr + ")") })
+	b.WriteString(") p")
+}
+
+// insertValues writes the rows an insert takes: VALUES (...), or for a
+// partial arbiter the proposed row where the predicate holds, and then,
+// when guard is set, the condition that the key has no row yet. Every
+// form ends in a WHERE, which keeps ON CONFLICT from being read as a
+// join constraint (SQ-1).
+func insertValues(b *sqlbuild.Builder, s *dialect.Shape, guard bool) {
+	t := b.Table
+	switch {
+	case t.Where != "":
+		b.WriteString(" SELECT ")
+		b.List("", t.Columns, s.Insert)
+		b.WriteString(" FROM ")
+		proposed(b, s)
+		b.WriteString(" WHERE (" + t.Where + ")")
+		if guard {
+			b.WriteString(" AND")
+		}
+	case guard:
+		b.WriteString(" SELECT ")
+		b.Values(s.Insert)
+		b.WriteString(" WHERE")
+	default:
+		b.WriteString(" VALUES (")
+		b.Values(s.Insert)
+		b.WriteString(")")
+	}
+	if guard {
+		b.WriteString(" NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
+		b.KeyMatch("", s.NullKeys)
+		b.AndWhere()
+		b.WriteString(")")
+	}
+}
+
 func compile(t *dialect.Table, s *dialect.Shape) *plan {
-	p := &plan{}
+	p := &plan{where: t.Where}
 	cols := func(b *sqlbuild.Builder) { b.List("", t.Columns, sqlbuild.Seq(len(t.Columns))) }
 
 	b := sqlbuild.NewBuilder(&syntax, t)
@@ -268,16 +421,17 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 	cols(b)
 	b.WriteString(" FROM " + quote(t.Name) + " WHERE ")
 	b.KeyMatch("", s.NullKeys)
+	b.AndWhere()
 	p.find = b.Stmt()
 
 	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
-	b.WriteString(") VALUES (")
-	b.Values(s.Insert)
-	b.WriteString(") ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	b.WriteString(")")
+	insertValues(b, s, false)
+	b.WriteString(" ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	cols(b)
 	p.insert = b.Stmt()
 
@@ -286,13 +440,11 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 	b = sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
-	b.WriteString(") SELECT ")
-	b.Values(s.Insert)
-	b.WriteString(" WHERE NOT EXISTS (SELECT 1 FROM " + quote(t.Name) + " WHERE ")
-	b.KeyMatch("", s.NullKeys)
-	b.WriteString(") ON CONFLICT (")
-	b.List("", t.Columns, t.Key)
-	b.WriteString(") DO NOTHING RETURNING ")
+	b.WriteString(")")
+	insertValues(b, s, true)
+	b.WriteString(" ON CONFLICT ")
+	b.ConflictTarget()
+	b.WriteString(" DO NOTHING RETURNING ")
 	cols(b)
 	p.guarded = b.Stmt()
 
@@ -302,11 +454,20 @@ func compile(t *dialect.Table, s *dialect.Shape) *plan {
 		b.Assignments(s.Updates, nil)
 		b.WriteString(" WHERE ")
 		b.KeyMatch("", s.NullKeys)
+		b.AndWhere()
 		b.WriteString(" RETURNING ")
 		cols(b)
 		p.update = b.Stmt()
 	}
+	p.covered = sqlbuild.Covered(&syntax, t, func(b *sqlbuild.Builder) { proposed(b, s) })
 	return p
+}
+
+// notCovered reports, for a partial arbiter, whether the call's proposed
+// row fails its predicate: asked only once an insert returned nothing and
+// a lookup found nothing either.
+func (p *plan) notCovered(ctx context.Context, q dialect.Querier, c *dialect.Call) error {
+	return sqlbuild.NotCovered(ctx, q, p.covered, c, p.where)
 }
 
 func (p *plan) Statements() []dialect.Statement {
@@ -349,6 +510,13 @@ func (p *plan) GetOrCreate(ctx context.Context, q dialect.Querier, c *dialect.Ca
 			c.Raced = found && i > 0
 			return false, err
 		}
+		if i > 0 || p.writeFirst(c) {
+			// An insert returned nothing and the row is not there: a
+			// race, or a row the partial index would not cover.
+			if err := p.notCovered(ctx, q, c); err != nil {
+				return false, err
+			}
+		}
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err
 		}
@@ -369,6 +537,11 @@ func (p *plan) UpdateOrCreate(ctx context.Context, q dialect.Querier, c *dialect
 		if found, err := p.update.QueryOne(ctx, q, c, c.Dest...); err != nil || found {
 			c.Raced = found && i > 0
 			return false, err
+		}
+		if i > 0 || p.writeFirst(c) {
+			if err := p.notCovered(ctx, q, c); err != nil {
+				return false, err
+			}
 		}
 		if created, err := p.insert.QueryOne(ctx, q, c, c.Dest...); err != nil || created {
 			return created, err

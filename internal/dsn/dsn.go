@@ -53,6 +53,12 @@ func Parse(s string) (Parsed, error) {
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Add("_pragma", "foreign_keys(ON)")
 		q.Set("_txlock", "immediate")
+		// Times as SQLite's own date functions read them
+		// ("2006-01-02 15:04:05.999999999-07:00"), not the driver's
+		// default t.String(). The library binds times in UTC, which both
+		// read back; a time key's text must not change format over the
+		// life of a database, since the text is the key.
+		q.Set("_time_format", "sqlite")
 		return Parsed{"sqlite", "sqlite", "file:" + path + "?" + q.Encode()}, nil
 	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
 		if _, err := url.Parse(s); err != nil {
@@ -79,6 +85,13 @@ func Parse(s string) (Parsed, error) {
 			return Parsed{}, fmt.Errorf("%w %q: no database name", ErrBadDSN, s)
 		}
 		cfg.ParseTime = true
+		// The driver writes and reads wall clocks in loc (UTC); the server
+		// converts TIMESTAMP values between the session's time_zone and
+		// UTC. They must agree, or every TIMESTAMP is stored as another
+		// instant (Open checks).
+		if !strings.Contains(u.RawQuery, "time_zone=") {
+			cfg.Params = map[string]string{"time_zone": "'+00:00'"}
+		}
 		// Send statements with their values in one round trip instead of
 		// prepare, execute and close; the driver refuses where the
 		// connection's charset would make that unsafe.

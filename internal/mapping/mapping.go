@@ -15,7 +15,14 @@ type Field struct {
 	Name   string // Go field path, for messages
 	Index  []int
 	Type   reflect.Type
+	// Explicit is set by the tag option `db:"col,explicit"`: the field's
+	// value is always inserted, its zero value and a nil pointer (NULL)
+	// included, even where the column has a DEFAULT.
+	Explicit bool
 }
+
+// Options are the tag options a `db` tag may carry after the column name.
+var Options = []string{"explicit"}
 
 // Mapping is the column layout of a struct type.
 type Mapping struct {
@@ -45,9 +52,19 @@ func (m *Mapping) walk(t reflect.Type, index []int, prefix string) error {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, hasTag := f.Tag.Lookup("db")
-		name, _, _ := strings.Cut(tag, ",")
+		name, opts, _ := strings.Cut(tag, ",")
 		if name == "-" {
 			continue
+		}
+		explicit := false
+		for _, o := range strings.Split(opts, ",") {
+			switch strings.TrimSpace(o) {
+			case "":
+			case "explicit":
+				explicit = true
+			default:
+				return fmt.Errorf("field %s: unknown option %q in tag `db:%q` (the options are %s)", prefix+f.Name, o, tag, strings.Join(Options, ", "))
+			}
 		}
 		idx := append(append([]int(nil), index...), i)
 		if f.Anonymous && !hasTag && f.Type.Kind() == reflect.Struct {
@@ -66,7 +83,7 @@ func (m *Mapping) walk(t reflect.Type, index []int, prefix string) error {
 			return fmt.Errorf("fields %s and %s both map to column %q", m.Fields[prev].Name, prefix+f.Name, name)
 		}
 		m.byCol[name] = len(m.Fields)
-		m.Fields = append(m.Fields, Field{Column: name, Name: prefix + f.Name, Index: idx, Type: f.Type})
+		m.Fields = append(m.Fields, Field{Column: name, Name: prefix + f.Name, Index: idx, Type: f.Type, Explicit: explicit})
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ const usage = `usage:
   racecheck                  demo: storm and counter on a temporary SQLite database
   racecheck run --db DSN [--workload storm|keys|counter] [--strategy LIST] [--workers N] [--procs P]
                 [--duration D | --rounds R] [--isolation rc|rr|serializable] [--in-tx] [--json] [--keep] [--no-unique]
-  racecheck doctor --db DSN --table T --key col[,col...] [--json]
+  racecheck doctor --db DSN --table T --key col[,col...] [--where PREDICATE] [--json]
 DSN: sqlite:PATH, postgres://user@host:port/db?..., mysql://user:pass@host:port/db?... (MariaDB too)
 exit status: 0 getorcreate held (doctor: nothing unsafe), 1 it did not, 2 bad usage or unreachable database`
 
@@ -194,11 +194,12 @@ func clearProgress(stdout, stderr io.Writer) {
 
 func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	var db, table, key string
+	var db, table, key, where string
 	var asJSON bool
 	fs.StringVar(&db, "db", "", "database DSN")
 	fs.StringVar(&table, "table", "", "table to inspect")
 	fs.StringVar(&key, "key", "", "comma-separated key columns")
+	fs.StringVar(&where, "where", "", "the predicate of a partial unique index the key is unique under (soft deletes), as getorcreate.Config.Where")
 	fs.BoolVar(&asJSON, "json", false, "print the findings as one JSON object")
 	if code, ok := parse(fs, args, stdout, stderr); !ok {
 		return code
@@ -209,7 +210,7 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			cols = append(cols, c)
 		}
 	}
-	d, err := Doctor(ctx, db, table, cols)
+	d, err := DoctorWhere(ctx, db, table, cols, where)
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -36,10 +36,13 @@ type Finding struct {
 
 // Diagnosis is what Doctor found about one table and key.
 type Diagnosis struct {
-	DB       string    `json:"db"`
-	Version  string    `json:"version"`
-	Table    string    `json:"table"`
-	Key      []string  `json:"key"`
+	DB      string   `json:"db"`
+	Version string   `json:"version"`
+	Table   string   `json:"table"`
+	Key     []string `json:"key"`
+	// Where is the partial unique index's predicate the key is unique
+	// under (getorcreate.Config.Where), or "".
+	Where    string    `json:"where,omitempty"`
 	Findings []Finding `json:"findings"`
 }
 
@@ -61,6 +64,13 @@ func (d *Diagnosis) add(s Severity, topic, msg, fix string) {
 // unreachable server, a missing table or key column is a *UsageError. A
 // SQLite path that does not exist is one too: Doctor never creates a file.
 func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis, error) {
+	return DoctorWhere(ctx, dsnStr, table, key, "")
+}
+
+// DoctorWhere is Doctor for a key that is unique only among the rows a
+// partial unique index covers (soft deletes): where is its predicate, as
+// getorcreate.Config.Where takes it.
+func DoctorWhere(ctx context.Context, dsnStr, table string, key []string, where string) (*Diagnosis, error) {
 	if table == "" {
 		return nil, usagef("doctor needs --table")
 	}
@@ -72,7 +82,7 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 		return nil, err
 	}
 	defer x.db.Close()
-	rep, err := getorcreate.Check(ctx, x.db, getorcreate.Config{Table: table, Key: key})
+	rep, err := getorcreate.Check(ctx, x.db, getorcreate.Config{Table: table, Key: key, Where: where})
 	if err != nil {
 		return nil, fmt.Errorf("checking table %s: %w", table, err)
 	}
@@ -80,7 +90,7 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 	if schema == nil {
 		return nil, usagef("table %s does not exist", table)
 	}
-	diag := &Diagnosis{DB: x.name, Version: schema.Version, Table: table, Key: key}
+	diag := &Diagnosis{DB: x.name, Version: schema.Version, Table: table, Key: key, Where: where}
 	var cols []*dialect.Column
 	for _, k := range key {
 		c := schema.Column(k)
@@ -105,13 +115,23 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 		if arbiter != nil && arbiter.Primary {
 			what = "PRIMARY KEY"
 		}
-		diag.add(OK, "unique", fmt.Sprintf("%s %s covers exactly (%s): the database keeps one row per key, whatever the concurrency", what, rep.Arbiter, strings.Join(key, ", ")), "")
+		among := ""
+		if where != "" {
+			what = "partial UNIQUE index"
+			among = fmt.Sprintf(" among the rows WHERE %s (every lookup adds the predicate, so a row outside it, a soft-deleted one, is never returned and a new one can be created beside it)", arbiter.Predicate)
+		}
+		diag.add(OK, "unique", fmt.Sprintf("%s %s covers exactly (%s): the database keeps one row per key%s, whatever the concurrency", what, rep.Arbiter, strings.Join(key, ", "), among), "")
 	case errors.Is(p, getorcreate.ErrNoUniqueIndex):
 		fix := p.Fix
-		if n, err := existingDuplicates(ctx, x, table, key); err == nil && n > 0 {
+		if n, err := existingDuplicates(ctx, x, table, key, where); err == nil && n > 0 {
 			fix = fmt.Sprintf("%d key(s) already have several rows; merge or delete them first, then: %s", n, fix)
 		}
+		if pred := partialOnKey(schema, key); pred != "" && where == "" {
+			fix += fmt.Sprintf(" -- or, if the key is unique only among the rows the partial index covers, run doctor with --where %q and set getorcreate.Config.Where to it", pred)
+		}
 		diag.add(Unsafe, "unique", p.Problem+"; getorcreate.Open refuses the table", fix)
+	case errors.Is(p, getorcreate.ErrKeyAltered):
+		diag.add(Unsafe, "sql-mode", p.Problem+"; getorcreate.Open refuses the table", p.Fix)
 	default:
 		diag.add(Unsafe, "schema", p.Problem+"; getorcreate.Open refuses the table", p.Fix)
 	}
@@ -135,17 +155,33 @@ func Doctor(ctx context.Context, dsnStr, table string, key []string) (*Diagnosis
 	return diag, nil
 }
 
-// existingDuplicates counts the keys that already have more than one row:
-// the unique index cannot be created until they are merged.
-func existingDuplicates(ctx context.Context, x *database, table string, key []string) (int64, error) {
+// existingDuplicates counts the keys that already have more than one row
+// (among those where holds): the unique index cannot be created until
+// they are merged.
+func existingDuplicates(ctx context.Context, x *database, table string, key []string, where string) (int64, error) {
 	q := make([]string, len(key))
 	for i, k := range key {
 		q[i] = x.d.Quote(k)
 	}
 	cols := strings.Join(q, ", ")
+	filter := ""
+	if where != "" {
+		filter = " WHERE (" + where + ")"
+	}
 	var n int64
-	err := x.db.QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(*) FROM (SELECT %s FROM %s GROUP BY %s HAVING COUNT(*) > 1) dups", cols, x.d.Quote(table), cols)).Scan(&n)
+	err := x.db.QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(*) FROM (SELECT %s FROM %s%s GROUP BY %s HAVING COUNT(*) > 1) dups", cols, x.d.Quote(table), filter, cols)).Scan(&n)
 	return n, err
+}
+
+// partialOnKey returns the predicate of a partial unique index on exactly
+// the key columns, or "".
+func partialOnKey(s *dialect.Schema, key []string) string {
+	for _, ix := range s.Unique {
+		if ix.Partial && !ix.Expression && len(ix.Columns) == len(key) && !slices.ContainsFunc(key, func(k string) bool { return !slices.Contains(ix.Columns, k) }) {
+			return ix.Predicate
+		}
+	}
+	return ""
 }
 
 func diagnoseNulls(x *database, s *dialect.Schema, cols []*dialect.Column, arbiter *dialect.Index, diag *Diagnosis, mod *columnFixes) {
@@ -345,15 +381,8 @@ func diagnoseIsolation(ctx context.Context, x *database, diag *Diagnosis) error 
 	default:
 		diag.add(Info, "isolation", fmt.Sprintf("default isolation %s: naive code leaks duplicate-key errors, insert-catch holds, read-modify-write loses updates, getorcreate holds.", longIso(iso)), "")
 	}
-	if x.kind == "mysql" {
-		var mode string
-		if err := x.db.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&mode); err != nil {
-			return err
-		}
-		if !strings.Contains(mode, "STRICT_TRANS_TABLES") && !strings.Contains(mode, "STRICT_ALL_TABLES") {
-			diag.add(Warn, "sql-mode", fmt.Sprintf("sql_mode %q is not strict: an over-long key is truncated with a warning, so two different long keys can become one stored key", mode), "SET GLOBAL sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')")
-		}
-	}
+	// A sql_mode that is not strict is the library's own refusal (Check's
+	// Problem, reported as topic sql-mode above).
 	return nil
 }
 

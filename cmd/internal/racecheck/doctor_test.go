@@ -190,3 +190,58 @@ func TestDoctorStatements(t *testing.T) {
 		}
 	})
 }
+
+// TestDoctorPartialIndex: doctor understands partial unique indexes. Without
+// --where it says the key is not unique and names the predicate to pass;
+// with it, the table is safe; MariaDB has none, and says so.
+func TestDoctorPartialIndex(t *testing.T) {
+	testdb.EachOf(t, testdb.Kinds(false), func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		table := db.Create(t, map[string]string{
+			"sqlite":   "CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT NOT NULL, deleted_at TIMESTAMP);\nCREATE UNIQUE INDEX %s_live ON %s (name) WHERE deleted_at IS NULL",
+			"postgres": "CREATE TABLE %s (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, deleted_at TIMESTAMPTZ);\nCREATE UNIQUE INDEX %s_live ON %s (name) WHERE deleted_at IS NULL",
+			"mysql":    "CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64) NOT NULL, deleted_at DATETIME NULL, UNIQUE (name))",
+		})
+		if db.Kind == "mysql" {
+			d, err := DoctorWhere(ctx, db.DSN, table, []string{"name"}, "deleted_at IS NULL")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := finding(d, "schema"); d.Safe() || f.Severity != Unsafe || !strings.Contains(f.Message, "no partial indexes") {
+				t.Fatalf("--where on MariaDB: %+v", d.Findings)
+			}
+			return
+		}
+		db.Exec(t, "INSERT INTO "+table+" (name, deleted_at) VALUES ('a', CURRENT_TIMESTAMP), ('a', CURRENT_TIMESTAMP), ('a', NULL)")
+		d, err := Doctor(ctx, db.DSN, table, []string{"name"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := finding(d, "unique")
+		if d.Safe() || u.Severity != Unsafe || !strings.Contains(u.Fix, `--where "deleted_at IS NULL"`) && !strings.Contains(u.Fix, `--where "(deleted_at IS NULL)"`) || !strings.Contains(u.Fix, "1 key(s) already have several rows") {
+			t.Fatalf("no --where: want unsafe, with the predicate to pass and the soft-deleted duplicates counted, got %+v", u)
+		}
+		d, err = DoctorWhere(ctx, db.DSN, table, []string{"name"}, "deleted_at IS NULL")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := finding(d, "unique"); !d.Safe() || u.Severity != OK || !strings.Contains(u.Message, "partial") || !strings.Contains(finding(d, "statements").Message, "deleted_at IS NULL") {
+			t.Fatalf("--where: %+v", d.Findings)
+		}
+	})
+}
+
+// TestDoctorNonStrict: a MariaDB connection whose sql_mode is not strict is
+// unsafe, with the DSN parameter that fixes it.
+func TestDoctorNonStrict(t *testing.T) {
+	testdb.EachOf(t, []string{"mysql"}, func(t *testing.T, db *testdb.DB) {
+		table := db.Create(t, testdb.TagsDDL)
+		d, err := Doctor(context.Background(), db.DSN+"?sql_mode=%27NO_ENGINE_SUBSTITUTION%27", table, []string{"name"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := finding(d, "sql-mode"); d.Safe() || f.Severity != Unsafe || !strings.Contains(f.Fix, "sql_mode='STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'") {
+			t.Fatalf("%+v", d.Findings)
+		}
+	})
+}

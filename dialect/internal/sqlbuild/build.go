@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/getorcreate/getorcreate/dialect"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -351,4 +352,108 @@ func Missing(rows []*dialect.Call, seen []bool) (idx []int) {
 		}
 	}
 	return idx
+}
+
+// AndWhere writes " AND (predicate)" when the table's arbiter is a
+// partial index: every lookup must see only the rows the index covers.
+func (b *Builder) AndWhere() {
+	if w := b.Table.Where; w != "" {
+		b.WriteString(" AND (" + w + ")")
+	}
+}
+
+// ConflictTarget writes "(k1, ...)" and, for a partial arbiter,
+// " WHERE (predicate)": the ON CONFLICT target that infers the arbiter.
+func (b *Builder) ConflictTarget() {
+	b.WriteString("(")
+	b.List("", b.Table.Columns, b.Table.Key)
+	b.WriteString(")")
+	if w := b.Table.Where; w != "" {
+		b.WriteString(" WHERE (" + w + ")")
+	}
+}
+
+// ProposedRow writes the select list of an insert's proposed row, each
+// item named after its column, for a partial arbiter's predicate to be
+// evaluated on: value writes the inserted column at pos, other a column of
+// the predicate the insert does not give (the SQL of its DEFAULT, or
+// NULL).
+func (b *Builder) ProposedRow(s *dialect.Shape, value func(pos int), other func(col, expr string)) {
+	t := b.Table
+	for i, pos := range s.Insert {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		value(pos)
+		b.WriteString(" AS ")
+		b.Ident(t.Columns[pos])
+	}
+	n := len(s.Insert)
+	for _, col := range t.WhereColumns {
+		if pos, expr := t.ProposedValue(s, col); pos < 0 {
+			if n > 0 {
+				b.WriteString(", ")
+			}
+			n++
+			other(col, expr)
+			b.WriteString(" AS ")
+			b.Ident(col)
+		}
+	}
+}
+
+// ScanCovered runs a statement of one boolean, the partial arbiter's
+// predicate on a proposed row, and reports whether it held (NULL is
+// false, as in a WHERE).
+func ScanCovered(ctx context.Context, q dialect.Querier, st Stmt, c *dialect.Call) (bool, error) {
+	var ok *bool
+	found, err := st.QueryOne(ctx, q, c, &ok)
+	return found && ok != nil && *ok, err
+}
+
+// Covered builds SELECT (predicate) FROM <proposed row>: the statement
+// ScanCovered and NotCovered run, for a table with a partial arbiter (an
+// empty Stmt without one). proposed writes the dialect's proposed row.
+func Covered(syn *Syntax, t *dialect.Table, proposed func(b *Builder)) Stmt {
+	if t.Where == "" {
+		return Stmt{}
+	}
+	b := NewBuilder(syn, t)
+	b.WriteString("SELECT (" + t.Where + ") FROM ")
+	proposed(b)
+	return b.Stmt()
+}
+
+// NotCovered returns dialect.NotCovered when the call's proposed row
+// fails the partial arbiter's predicate where (st evaluates it, as for
+// ScanCovered; an empty st means no partial arbiter), nil when it holds. Plans ask only once
+// an insert returned nothing and a lookup found nothing either.
+func NotCovered(ctx context.Context, q dialect.Querier, st Stmt, c *dialect.Call, where string) error {
+	if st.SQL == "" {
+		return nil
+	}
+	ok, err := ScanCovered(ctx, q, st, c)
+	if err != nil || ok {
+		return err
+	}
+	return dialect.NotCovered(where)
+}
+
+// ProposedColumns lists the columns the assignments read from the
+// proposed row.
+func ProposedColumns(ups []dialect.Assignment) []string {
+	var out []string
+	var walk func(e dialect.Expr)
+	walk = func(e dialect.Expr) {
+		if e.Op == dialect.OpProposed && !slices.Contains(out, e.Col) {
+			out = append(out, e.Col)
+		}
+		for _, a := range e.Args {
+			walk(a)
+		}
+	}
+	for _, a := range ups {
+		walk(a.Expr)
+	}
+	return out
 }
