@@ -200,6 +200,7 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 		_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) { return runAll(q, m.callerTx) })
 		return o, err
 	}
+	m.ownTx = true
 	_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) {
 		return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
 	})
@@ -244,8 +245,8 @@ func valueString(v any) string {
 // costs nothing unless a batch failed.
 func (t *tableCore) blame(ctx context.Context, err error, bc *bulkCall) {
 	e, ok := err.(*Error)
-	if !ok || e.Kind == nil || IsRetryable(err) || ctx.Err() != nil {
-		return
+	if !ok || e.Kind == nil || IsRetryable(err) || errors.Is(err, ErrConnection) || ctx.Err() != nil {
+		return // not a data error of one input
 	}
 	kind := opGet
 	if bc.update {

@@ -50,9 +50,13 @@
 //
 // # Transactions
 //
-// A call on the Table runs in the library's own transaction and retries
-// serialization failures, deadlocks and busy errors with jittered backoff
-// ([RetryPolicy]). Each call has a ...Tx twin that runs inside the caller's
+// A call on the Table runs on the Table's own pool: its statements are
+// autocommit statements, or, where a path needs several to agree (bulk
+// calls, MySQL's update, UpdateOrCreateOnce), a transaction of the
+// library's own. It retries serialization failures, deadlocks, busy errors
+// and lost connections with jittered backoff ([RetryPolicy]); a write that
+// is not idempotent is never re-run when its outcome is not known
+// ([ErrIndeterminate]). Each call has a ...Tx twin that runs inside the caller's
 // *sql.Tx or *sql.Conn and never re-runs anything behind the caller's back:
 // where the database cannot show the row that won a race (PostgreSQL
 // REPEATABLE READ or SERIALIZABLE, with a snapshot older than the winner's

@@ -173,12 +173,17 @@ func (e *SchemaError) Error() string {
 func (e *SchemaError) Unwrap() error { return e.Kind }
 
 // IsRetryable reports whether err is a serialization failure, a deadlock, a
-// busy database or a lock wait timeout: running the whole transaction again
-// may succeed. (Most of these end the transaction; MySQL's lock wait timeout
-// rolls back only the statement, but retrying the transaction is still the
-// safe response.) It reads the library's errors and, through the imported
-// dialects, the drivers' own. Inside a caller's transaction the library
-// never retries by itself; use RunTx.
+// busy database, a lock wait timeout, a lost race (ErrLostRace) or a
+// connection lost before anything could take effect (ErrConnection, but not
+// ErrIndeterminate): running the whole transaction again may succeed and
+// cannot apply anything twice. (Most of these end the transaction; MySQL's
+// lock wait timeout rolls back only the statement, but retrying the
+// transaction is still the safe response.) It reads the library's errors
+// and, through the imported dialects, the drivers' own. Inside a caller's
+// transaction the library never retries by itself; use RunTx.
+//
+// Use IsRetryable, not errors.Is(err, ErrConnection), to decide on a
+// retry: ErrIndeterminate matches ErrConnection too.
 func IsRetryable(err error) bool {
 	switch Kind(err) {
 	case ErrSerialization, ErrDeadlock, ErrBusy, ErrLostRace, ErrConnection:

@@ -131,6 +131,7 @@ func pathOf(c *dialect.Call, created, update bool) Path {
 func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool, row T, create func(*T) error) (Result[T], error) {
 	const op = "GetOrCreate"
 	ctx, tc := t.startTrace(ctx, op, inTx, 1)
+	raw := q
 	q = tc.wrap(q)
 	res := Result[T]{Row: row}
 	c, sk, err := t.call(op, &res, inTx)
@@ -170,7 +171,9 @@ func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool
 	}
 	var o outcome
 	res.Created, o, err = t.run(ctx, tc, op, mode{inTx: inTx, callerTx: inTx && isTx(q), idempotent: true},
-		func() (bool, error) { return plan.GetOrCreate(ctx, q, c) })
+		func() (bool, error) {
+			return t.pinned(ctx, raw, inTx, func(q dialect.Querier) (bool, error) { return plan.GetOrCreate(ctx, tc.wrap(q), c) })
+		})
 	res.Attempts, res.MaybeCreated = o.attempts, o.inDoubt && !res.Created
 	tc.end(ctx, pathOf(c, res.Created, false), b2i(res.Created), o.attempts, err)
 	if err != nil {
@@ -203,6 +206,7 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 	}
 	const op = "UpdateOrCreate"
 	ctx, tc := t.startTrace(ctx, op, inTx, 1)
+	raw := q
 	q = tc.wrap(q)
 	res := Result[T]{Row: row}
 	c, sk, err := t.call(op, &res, inTx)
@@ -216,14 +220,18 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 		return res, err
 	}
 	c.UpdateArgs = bindArgs(ups, nil)
-	fn := func() (bool, error) { return plan.UpdateOrCreate(ctx, q, c) }
+	m := mode{inTx: inTx, callerTx: inTx && isTx(q), idempotent: idempotent(ups)}
+	fn := func() (bool, error) {
+		return t.pinned(ctx, raw, inTx, func(q dialect.Querier) (bool, error) { return plan.UpdateOrCreate(ctx, tc.wrap(q), c) })
+	}
 	if !inTx && t.feat.UpdateNeedsTx {
+		m.ownTx = true
 		fn = func() (bool, error) {
 			return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return plan.UpdateOrCreate(ctx, tx, c) })
 		}
 	}
 	var o outcome
-	res.Created, o, err = t.run(ctx, tc, op, mode{inTx: inTx, callerTx: inTx && isTx(q), idempotent: idempotent(ups)}, fn)
+	res.Created, o, err = t.run(ctx, tc, op, m, fn)
 	res.Attempts, res.MaybeCreated = o.attempts, o.inDoubt && !res.Created
 	tc.end(ctx, pathOf(c, res.Created, true), b2i(res.Created), o.attempts, err)
 	if err != nil {
@@ -244,11 +252,21 @@ func (t *tableCore) inOwnTx(ctx context.Context, tc *traced, fn func(tx dialect.
 		return false, uncommitted(t.d.Interpret(err))
 	}
 	ok, err := fn(tc.wrapTx(tx))
+	if err == nil {
+		err = ctx.Err() // a COMMIT not sent is a definite failure
+	}
 	if err != nil {
 		_ = tx.Rollback(ctx)
 		return false, uncommitted(err)
 	}
-	return ok, lostCommit(t.d.Interpret(tx.Commit(ctx)))
+	if err := tx.Commit(ctx); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// The context ended while the COMMIT was on its way.
+			return false, &dialect.Error{Class: dialect.ClassConnection, MayHaveRun: true, Err: fmt.Errorf("%w: %w", cerr, err)}
+		}
+		return false, lostCommit(t.d.Interpret(err))
+	}
+	return ok, nil
 }
 
 // lostCommit makes a lost connection at COMMIT indeterminate, whatever the
@@ -266,16 +284,19 @@ func lostCommit(err error) error {
 // uncommitted turns a lost connection into a definite failure, for an
 // error that came before its transaction's COMMIT.
 func uncommitted(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Kind != ErrIndeterminate {
+			return err
+		}
+		c := *e
+		c.Kind = ErrConnection
+		return &c
+	}
 	var de *dialect.Error
 	if errors.As(err, &de) && de.Class == dialect.ClassConnection && de.MayHaveRun {
 		c := *de
 		c.MayHaveRun = false
-		return &c
-	}
-	var e *Error
-	if errors.As(err, &e) && e.Kind == ErrIndeterminate {
-		c := *e
-		c.Kind = ErrConnection
 		return &c
 	}
 	return err
@@ -286,9 +307,10 @@ func uncommitted(err error) error {
 const lostRaceRetries = 2
 
 // mode is how a call runs: in the caller's transaction or handle (inTx),
-// which is a real transaction (callerTx), and whether running it again
-// after an indeterminate failure is safe (idempotent).
-type mode struct{ inTx, callerTx, idempotent bool }
+// which is a real transaction (callerTx), in a transaction of the
+// library's own (ownTx: nothing lasts unless its COMMIT does), and whether
+// running it again after an indeterminate failure is safe (idempotent).
+type mode struct{ inTx, callerTx, ownTx, idempotent bool }
 
 // outcome is what run reports besides the result: the attempts made, and
 // whether an earlier attempt was cut off after its write may have taken
@@ -312,9 +334,18 @@ func (t *tableCore) run(ctx context.Context, tc *traced, op string, m mode, fn f
 		if err == nil {
 			return nil
 		}
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-			// The driver saw the cancellation as a broken statement; say so.
-			err = fmt.Errorf("%w: %w", cerr, err)
+		if cerr := ctx.Err(); cerr != nil {
+			if !errors.Is(err, cerr) {
+				// The driver saw the cancellation as a broken statement; say so.
+				err = fmt.Errorf("%w: %w", cerr, err)
+			}
+			// A statement of its own that the context cut short may still
+			// run to its end on the server (PostgreSQL and MariaDB both
+			// commit it when it gets its lock): its outcome is not known,
+			// unless a transaction around it never committed.
+			if !m.ownTx && !m.callerTx && Kind(err) != ErrConnection {
+				return &Error{Op: op, Table: t.name, Kind: ErrIndeterminate, Input: -1, Err: err}
+			}
 		}
 		if m.callerTx {
 			// The caller's transaction is gone with its connection:
@@ -348,9 +379,39 @@ func (t *tableCore) run(ctx context.Context, tc *traced, op string, m mode, fn f
 	n, err := policy.run(ctx, attempt, retryable, tc.retried)
 	o.attempts = n
 	if err != nil {
-		return false, o, t.wrap(op, err)
+		err = t.wrap(op, err)
+		if o.inDoubt && Kind(err) == ErrConnection {
+			// An earlier attempt may have taken effect: the last one's
+			// refused connection does not make the call's outcome known.
+			if e, ok := err.(*Error); ok {
+				c := *e
+				c.Kind = ErrIndeterminate
+				err = &c
+			}
+		}
+		return false, o, err
 	}
 	return ok, o, nil
+}
+
+// pinned runs fn on one connection of q, when q is a pool that
+// database/sql would retry statements on (the table's own *sql.DB, without
+// prepared statements: PostgreSQL's). database/sql runs a statement again on
+// another connection when the driver says driver.ErrBadConn, and lib/pq and
+// pgx's simple protocol say so even after the statement was sent, so a
+// write could run twice unseen; on one *sql.Conn it is never re-run, and
+// the lost connection reaches the library as what it is.
+func (t *tableCore) pinned(ctx context.Context, q dialect.Querier, inTx bool, fn func(q dialect.Querier) (bool, error)) (bool, error) {
+	pool, ok := q.(sqlDB)
+	if inTx || !ok || pool.stmts != nil {
+		return fn(q)
+	}
+	conn, err := pool.db.Conn(ctx)
+	if err != nil {
+		return false, uncommitted(t.d.Interpret(err)) // nothing was sent
+	}
+	defer conn.Close()
+	return fn(sqlConn{conn})
 }
 
 // wrap turns an error into an *Error with its kind: the one place where a

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/getorcreate/getorcreate/dialect"
@@ -149,7 +151,7 @@ func (t *Table[T]) UpdateOrCreateOnce(ctx context.Context, requestID string, row
 			if err != nil {
 				return false, err
 			}
-			outcome, err := json.Marshal(ledgerOutcome[T]{Created: created, Row: res.Row})
+			outcome, err := t.encodeOutcome(created, &res.Row)
 			if err != nil {
 				return false, t.errf(op, ErrInvalidValue, "the result cannot be recorded as JSON: %v", err)
 			}
@@ -160,7 +162,7 @@ func (t *Table[T]) UpdateOrCreateOnce(ctx context.Context, requestID string, row
 		})
 	}
 	var o outcome
-	res.Created, o, err = t.run(ctx, tc, op, mode{idempotent: true}, fn)
+	res.Created, o, err = t.run(ctx, tc, op, mode{ownTx: true, idempotent: true}, fn)
 	res.Attempts = o.attempts
 	if errors.Is(err, errReplay) && first != nil {
 		res, err = t.replay(op, first, fp)
@@ -214,30 +216,40 @@ func (l *Ledger) Once(ctx context.Context, requestID, fingerprint string, fn fun
 		return nil, false, l.t.errf(op, ErrInvalidRequestID, "a request id must be 1 to %d bytes long, not %d", MaxRequestIDLength, len(requestID))
 	}
 	var first *ledgerEntry
+	inDoubt := false
 	attempt := func() error {
 		first = nil
-		tx, err := l.db.BeginTx(ctx, nil)
-		if err != nil {
-			return Uncommitted(err)
-		}
-		out, err := fn(tx)
-		if err == nil {
+		return runTxOnce(ctx, l.db, nil, func(tx *sql.Tx) error {
+			out, err := fn(tx)
+			if err != nil {
+				return err
+			}
 			outcome = out
-			first, err = l.record(ctx, sqlTx{tx}, requestID, fingerprint, out)
-		}
-		if err != nil {
-			_ = tx.Rollback()
-			return Uncommitted(err)
-		}
-		return Committed(tx.Commit())
+			// Base64, so that any bytes fit the ledger's text column.
+			first, err = l.record(ctx, sqlTx{tx}, requestID, fingerprint, []byte(base64.StdEncoding.EncodeToString(out)))
+			return err
+		})
 	}
-	retryable := func(err error) bool { return IsRetryable(err) || Kind(err) == ErrIndeterminate }
+	retryable := func(err error) bool {
+		if Kind(err) == ErrIndeterminate {
+			inDoubt = true
+			return true
+		}
+		return IsRetryable(err)
+	}
 	_, err = l.t.retry.run(ctx, attempt, retryable, nil)
+	if err != nil && inDoubt && Kind(err) == ErrConnection {
+		err = &Error{Op: op, Table: l.t.name, Kind: ErrIndeterminate, Input: -1, Err: err}
+	}
 	if first != nil && errors.Is(err, errReplay) {
 		if first.Fingerprint != fingerprint {
 			return nil, false, l.t.errf(op, ErrRequestReused, "request id %q was recorded for a different request", requestID)
 		}
-		return []byte(first.Outcome), true, nil
+		out, derr := base64.StdEncoding.DecodeString(first.Outcome)
+		if derr != nil {
+			return nil, false, l.t.errf(op, ErrInvalidValue, "the recorded outcome of request %q cannot be read: %v", requestID, derr)
+		}
+		return out, true, nil
 	}
 	if err != nil {
 		return nil, false, err
@@ -245,10 +257,86 @@ func (l *Ledger) Once(ctx context.Context, requestID, fingerprint string, fn fun
 	return outcome, false, nil
 }
 
-// ledgerOutcome is what a ledger records of a call's result.
-type ledgerOutcome[T any] struct {
-	Created bool `json:"created"`
-	Row     T    `json:"row"`
+// ledgerOutcome is what a ledger records of a call's result: whether it
+// created the row, and the row's column values, each encoded on its own
+// (so that neither T's JSON tags nor its marshallers decide what is kept,
+// and strings keep their bytes: see encodeValue).
+type ledgerOutcome struct {
+	Created bool                       `json:"created"`
+	Columns map[string]json.RawMessage `json:"columns"`
+}
+
+func (t *Table[T]) encodeOutcome(created bool, row *T) ([]byte, error) {
+	lo := ledgerOutcome{Created: created, Columns: make(map[string]json.RawMessage, len(t.m.Fields))}
+	v := reflect.ValueOf(row).Elem()
+	for _, f := range t.m.Fields {
+		b, err := encodeValue(v.FieldByIndex(f.Index))
+		if err != nil {
+			return nil, t.errf("UpdateOrCreateOnce", ErrInvalidValue, "column %q cannot be recorded in the ledger: %v", f.Column, err)
+		}
+		lo.Columns[f.Column] = b
+	}
+	return json.Marshal(lo)
+}
+
+func (t *Table[T]) decodeOutcome(data []byte) (Result[T], error) {
+	var lo ledgerOutcome
+	if err := json.Unmarshal(data, &lo); err != nil {
+		return Result[T]{}, err
+	}
+	res := Result[T]{Created: lo.Created, Replayed: true}
+	v := reflect.ValueOf(&res.Row).Elem()
+	for _, f := range t.m.Fields {
+		if b, ok := lo.Columns[f.Column]; ok {
+			if err := decodeValue(b, v.FieldByIndex(f.Index)); err != nil {
+				return Result[T]{}, fmt.Errorf("column %q: %w", f.Column, err)
+			}
+		}
+	}
+	return res, nil
+}
+
+// encodeValue encodes one field: a string as base64 of its bytes (JSON
+// would replace invalid UTF-8), a nil pointer as null, anything else as
+// JSON.
+func encodeValue(rv reflect.Value) ([]byte, error) {
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return []byte("null"), nil
+		}
+		return encodeValue(rv.Elem())
+	}
+	if rv.Kind() == reflect.String {
+		return json.Marshal(base64.StdEncoding.EncodeToString([]byte(rv.String())))
+	}
+	return json.Marshal(rv.Interface())
+}
+
+// decodeValue is encodeValue's inverse, into the settable field rv.
+func decodeValue(data []byte, rv reflect.Value) error {
+	if rv.Kind() == reflect.Pointer {
+		if string(data) == "null" {
+			rv.Set(reflect.Zero(rv.Type()))
+			return nil
+		}
+		if rv.IsNil() {
+			rv.Set(reflect.New(rv.Type().Elem()))
+		}
+		return decodeValue(data, rv.Elem())
+	}
+	if rv.Kind() == reflect.String {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return err
+		}
+		rv.SetString(string(b))
+		return nil
+	}
+	return json.Unmarshal(data, rv.Addr().Interface())
 }
 
 // replay returns the first outcome of a request, or ErrRequestReused when
@@ -257,11 +345,11 @@ func (t *Table[T]) replay(op string, e *ledgerEntry, fp string) (Result[T], erro
 	if e.Fingerprint != fp {
 		return Result[T]{}, t.errf(op, ErrRequestReused, "request id %q was recorded for a different request", e.RequestID)
 	}
-	var lo ledgerOutcome[T]
-	if err := json.Unmarshal([]byte(e.Outcome), &lo); err != nil {
+	res, err := t.decodeOutcome([]byte(e.Outcome))
+	if err != nil {
 		return Result[T]{}, t.errf(op, ErrInvalidValue, "the recorded outcome of request %q cannot be read: %v", e.RequestID, err)
 	}
-	return Result[T]{Row: lo.Row, Created: lo.Created, Replayed: true}, nil
+	return res, nil
 }
 
 // fingerprint identifies what a request asks for: the table, every value

@@ -13,7 +13,7 @@ import (
 // retryable error. Delays grow exponentially from BaseDelay to MaxDelay with
 // full jitter, and a cancelled context stops them at once.
 type RetryPolicy struct {
-	MaxRetries int           // retries after the first attempt; negative means none
+	MaxRetries int           // retries after the first attempt; 0 or negative means none (the zero RetryPolicy means DefaultRetry)
 	BaseDelay  time.Duration // the first delay's upper bound
 	MaxDelay   time.Duration // no delay exceeds this
 }
@@ -112,11 +112,22 @@ func runTxOnce(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(tx 
 		// error.
 		return Uncommitted(err)
 	}
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if err == nil {
+		err = ctx.Err() // a COMMIT not sent is a definite failure
+	}
+	if err != nil {
 		_ = tx.Rollback()
 		return Uncommitted(err)
 	}
-	return Committed(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// The context ended while the COMMIT was on its way.
+			return &Error{Op: "commit", Kind: ErrIndeterminate, Input: -1, Err: fmt.Errorf("%w: %w", cerr, err)}
+		}
+		return Committed(err)
+	}
+	return nil
 }
 
 // Committed says that err came from a COMMIT: a lost connection then is

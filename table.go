@@ -82,7 +82,10 @@ type Result[T any] struct {
 	// generated ids and database defaults included.
 	Row T
 	// Created is true when this call inserted the row. Among concurrent
-	// calls for the same new key, exactly one sees true.
+	// calls for the same new key at most one sees true, and exactly one
+	// unless a lost connection left the creator in doubt (MaybeCreated).
+	// UpdateOrCreateOnce replays the first outcome, Created included, to
+	// every sender of a request.
 	Created bool
 	// Attempts counts the tries of the library's own transaction: 1 unless
 	// a serialization failure, deadlock, busy database or lost connection

@@ -18,7 +18,7 @@ type Tracer interface {
 // TraceCallStartData describes a call that is about to run.
 type TraceCallStartData struct {
 	Table string
-	Op    string // "GetOrCreate", "UpdateOrCreate", "GetOrCreateMany", "UpdateOrCreateMany"
+	Op    string // "GetOrCreate", "UpdateOrCreate", "GetOrCreateMany", "UpdateOrCreateMany", "UpdateOrCreateOnce"
 	InTx  bool   // a ...Tx call, in the caller's transaction
 	Rows  int    // inputs: 1 for single-row calls
 }

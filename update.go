@@ -141,11 +141,17 @@ func (t *tableCore) assignments(ups []Update) ([]dialect.Assignment, error) {
 		var e dialect.Expr
 		switch u.op {
 		case dialect.OpArg:
+			if _, ok := u.args[0].(Ref); ok {
+				return nil, t.errf("UpdateOrCreate", ErrInvalidUpdate, "Set(%q) was given a column reference: use SetProposed, or Expr with Stored or Proposed", u.col)
+			}
 			e = dialect.Expr{Op: dialect.OpArg, Arg: n}
 			n++
 		case dialect.OpProposed:
 			e = dialect.Expr{Op: dialect.OpProposed, Col: u.col}
 		case dialect.OpAdd, dialect.OpGreatest, dialect.OpLeast:
+			if _, ok := u.args[0].(Ref); ok {
+				return nil, t.errf("UpdateOrCreate", ErrInvalidUpdate, "the update of %q was given a column reference as its value: use Expr with Stored or Proposed", u.col)
+			}
 			e = dialect.Expr{Op: u.op, Args: []dialect.Expr{existing, {Op: dialect.OpArg, Arg: n}}}
 			n++
 		case dialect.OpRaw:

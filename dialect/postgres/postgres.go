@@ -191,6 +191,9 @@ func state(err error) string {
 // class maps SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html),
 // and pgx's own errors for a connection it could not make or use.
 func class(err error) dialect.Class {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return dialect.ClassOther // pgx's "context already done": the caller's context, not the connection
+	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
 		return dialect.ClassConnection

@@ -93,21 +93,22 @@ func Interpreter(class func(error) dialect.Class, constraint func(error) string,
 
 // Network reads the errors every driver shares for a connection that
 // broke or was refused: lost reports one, and mayHaveRun whether a
-// statement may have been sent on it before it broke. database/sql's
-// driver.ErrBadConn means the driver sent nothing (database/sql retries
-// those itself, on another connection, and returns it only when that
-// failed too); a refused or failed dial sent nothing either.
+// statement may have been sent on it before it broke. A refused or failed
+// dial sent nothing, nor did a statement on a connection database/sql had
+// already closed (sql.ErrConnDone). driver.ErrBadConn is meant to say
+// "nothing was sent", but lib/pq and pgx's simple protocol return it after
+// a statement was sent too, so it may have run.
 func Network(err error) (lost, mayHaveRun bool) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false, false
 	}
 	var op *net.OpError
 	switch {
-	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, sql.ErrConnDone), errors.Is(err, syscall.ECONNREFUSED):
 		return true, false
 	case errors.As(err, &op) && op.Op == "dial":
 		return true, false
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed), errors.As(err, &op):
 		return true, true
 	}
