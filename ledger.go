@@ -68,6 +68,12 @@ func CreateLedger(ctx context.Context, db *sql.DB, table string) (*Ledger, error
 	}
 	for _, stmt := range d.LedgerDDL(table) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			// Processes starting together race to create it: PostgreSQL's
+			// CREATE TABLE IF NOT EXISTS can fail with a duplicate in its
+			// catalog when another creates the same table at that moment.
+			if l, oerr := OpenLedger(ctx, db, table); oerr == nil {
+				return l, nil
+			}
 			return nil, fmt.Errorf("getorcreate: creating ledger %s: %w", table, err)
 		}
 	}
