@@ -329,12 +329,14 @@ func (t *tableCore) run(ctx context.Context, tc *traced, op string, m mode, fn f
 	var ok bool
 	var o outcome
 	attempt := func() error {
+		// A context done before the attempt began sends nothing.
+		doneBefore := ctx.Err() != nil
 		var err error
 		ok, err = fn()
 		if err == nil {
 			return nil
 		}
-		if cerr := ctx.Err(); cerr != nil {
+		if cerr := ctx.Err(); cerr != nil && !doneBefore {
 			if !errors.Is(err, cerr) {
 				// The driver saw the cancellation as a broken statement; say so.
 				err = fmt.Errorf("%w: %w", cerr, err)

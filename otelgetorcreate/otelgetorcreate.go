@@ -219,6 +219,22 @@ func errorType(err error) string {
 		return "mapping"
 	case getorcreate.ErrNoTable:
 		return "no_table"
+	case getorcreate.ErrConnection:
+		return "connection"
+	case getorcreate.ErrIndeterminate:
+		return "indeterminate"
+	case getorcreate.ErrKeyAltered:
+		return "key_altered"
+	case getorcreate.ErrNotCovered:
+		return "not_covered"
+	case getorcreate.ErrRequestReused:
+		return "request_reused"
+	case getorcreate.ErrInvalidRequestID:
+		return "invalid_request_id"
+	case getorcreate.ErrUnsupported:
+		return "unsupported"
+	case getorcreate.ErrTransactionPooler:
+		return "transaction_pooler"
 	}
 	// A kind newer than this package: named after its message, which is
 	// as stable, and as few, as the library's sentinels.
