@@ -46,6 +46,11 @@ func child() int {
 		DrainTime:   drainTime,
 		Ready:       func(a net.Addr) { fmt.Printf("LISTENING %s\n", a) },
 	}
+	// The tests count answers, not latency: SQLite's three processes
+	// queue for one writer, and on a loaded machine a stampede's last
+	// transactions waited past the 5-s default (CI at 13:17Z: four PUTs
+	// answered 503 after 5.0 s).
+	cfg.DBTimeout = 30 * time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := tagd.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
