@@ -14,10 +14,10 @@ type ArgKind uint8
 
 // Where bound values come from.
 const (
-	ArgValue  ArgKind = iota // Call.Values[Index]
-	ArgUpdate                // Call.UpdateArgs[Index]
-	ArgCount                 // the number of real rows of a padded batch statement
-	ArgRowUpdate             // for batch statements, Call.UpdateArgs[Index] of row Row (Shape.RowArgs)
+	ArgValue     ArgKind = iota // Call.Values[Index]
+	ArgUpdate                   // Call.UpdateArgs[Index]
+	ArgCount                    // the number of real rows of a padded batch statement
+	ArgRowUpdate                // for batch statements, Call.UpdateArgs[Index] of row Row (Shape.RowArgs)
 )
 
 // ArgRef is one bound value of a compiled statement.
