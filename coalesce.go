@@ -29,8 +29,8 @@ import (
 // A batch is one bulk call (execBulk): its distinct keys in key order, in
 // one transaction of the library's own, retried whole. Within a batch, a
 // key appears once: GetOrCreate callers of one key share its row (the
-// first in arrival order gets Created), increments of one key (only Add
-// updates of integers) merge into one, and any other update of a key
+// first in arrival order gets Created), increments of one key (Add of
+// integers, with or without Sets) merge into one, and any other update of a key
 // already in the batch waits for the next batch, so a batch means what
 // its calls run one after the other would.
 
@@ -68,12 +68,15 @@ type waiter[T any] struct {
 	ups    []Update
 	args   []any
 	argKey string
-	// deltas are, for UpdateOrCreate with only Add updates of integers to
-	// integer fields, each update's delta, and addPos their fields; nil
-	// otherwise. gives is set when the insert gives every added column (no
-	// DEFAULT fills one), so merged increments can be folded into it.
+	// deltas are, for UpdateOrCreate whose updates are all Add of Go
+	// integers to integer fields or Set of values its fields can hold, each
+	// update's delta (0 for a Set), pos their fields and set which are
+	// Sets; deltas is nil otherwise. gives is set when the insert gives
+	// every updated column (no DEFAULT fills one), so merged updates can be
+	// folded into it.
 	deltas []int64
-	addPos []int
+	pos    []int
+	set    []bool
 	gives  bool
 	state  int
 	done   chan verdict // buffered: a batch never waits for a caller
@@ -345,15 +348,18 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 			for _, w := range ws[1:] {
 				sums, _ = addAll(sums, w.deltas) // take checked the sums
 			}
-			for j, pos := range ws[0].addPos {
-				// The row to create has every increment but its own
-				// caller's: as if the first created it and the others
-				// then added theirs.
-				c.Values[pos] = reflect.ValueOf(c.Values[pos]).Int() + sums[j] - ws[0].deltas[j]
-			}
+			last := ws[len(ws)-1]
 			args := make([]any, len(sums))
-			for j, s := range sums {
-				args[j] = s
+			for j, pos := range ws[0].pos {
+				// The row to create is as if the first caller created it
+				// and the others then applied theirs: every increment but
+				// the first's, the last caller's Set values.
+				if ws[0].set[j] {
+					c.Values[pos], args[j] = last.args[j], last.args[j]
+					continue
+				}
+				c.Values[pos] = reflect.ValueOf(c.Values[pos]).Int() + sums[j] - ws[0].deltas[j]
+				args[j] = sums[j]
 			}
 			bc.calls[i], bc.rowArgs[i], bc.argKeys[i] = &c, args, argsKey(args)
 		}
@@ -396,21 +402,32 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 		}
 		return
 	}
-	for _, ws := range members {
+	for i, ws := range members {
 		lead, stored := ws[0], ws[0].res.Row
 		for k, w := range ws {
 			w.res.Row = stored
-			if lead.deltas != nil && len(ws) > 1 {
-				// Each caller sees the count its own increment made, in
-				// arrival order: the merged count less the increments of
-				// the callers after it.
-				for j, pos := range lead.addPos {
+			if lead.deltas == nil || len(ws) == 1 {
+				continue
+			}
+			// Each caller sees the row its own updates made, in arrival
+			// order: the merged count less the increments of the callers
+			// after it, and its own Set values (the last caller's are the
+			// stored ones; the first's, if it created the row, its own
+			// row's).
+			for j, pos := range lead.pos {
+				f := t.m.FieldOf(reflect.ValueOf(&w.res.Row), pos)
+				switch {
+				case !lead.set[j]:
 					var later int64
 					for _, x := range ws[k+1:] {
 						later += x.deltas[j]
 					}
-					f := t.m.FieldOf(reflect.ValueOf(&w.res.Row), pos)
 					f.SetInt(f.Int() - later)
+				case k == len(ws)-1:
+				case k == 0 && created[i]:
+					f.Set(t.m.FieldOf(reflect.ValueOf(&w.row), pos))
+				default:
+					setField(f, w.args[j])
 				}
 			}
 		}
@@ -458,32 +475,65 @@ func batchContext[T any](batch []*waiter[T]) (context.Context, context.CancelFun
 }
 
 // increments fills w.deltas when its updates are all Add of integer
-// deltas to signed integer fields: then calls on one key merge into one
-// write of the sum.
+// deltas to signed integer fields, or Set of values its fields can hold:
+// then calls on one key merge into one write, of the sums and of the last
+// caller's values.
 func (t *Table[T]) increments(w *waiter[T]) {
-	deltas := make([]int64, 0, len(w.ups))
-	pos := make([]int, 0, len(w.ups))
+	n := len(w.ups)
+	deltas, pos, set := make([]int64, 0, n), make([]int, 0, n), make([]bool, 0, n)
 	gives := true
-	for _, u := range w.ups {
-		if u.op != dialect.OpAdd {
-			return
-		}
-		d, ok := integer(u.args[0])
+	for j, u := range w.ups {
 		p := t.m.Lookup(u.col)
-		if !ok || p < 0 {
+		if p < 0 {
 			return
 		}
-		switch t.m.Fields[p].Type.Kind() {
-		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		ft := t.m.Fields[p].Type
+		var d int64
+		switch u.op {
+		case dialect.OpAdd:
+			var ok bool
+			if d, ok = integer(u.args[0]); !ok {
+				return
+			}
+			switch ft.Kind() {
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			default:
+				return
+			}
+		case dialect.OpArg:
+			if !showable(w.args[j], ft) {
+				return
+			}
 		default:
 			return
 		}
-		if j := slices.Index(t.defaultable, p); j >= 0 && w.sk.omit&(1<<j) != 0 {
-			gives = false // the DEFAULT is not known here: cannot fold increments into it
+		if k := slices.Index(t.defaultable, p); k >= 0 && w.sk.omit&(1<<k) != 0 {
+			gives = false // the DEFAULT is not known here: cannot fold updates into it
 		}
-		deltas, pos = append(deltas, d), append(pos, p)
+		deltas, pos, set = append(deltas, d), append(pos, p), append(set, u.op == dialect.OpArg)
 	}
-	w.deltas, w.addPos, w.gives = deltas, pos, gives
+	w.deltas, w.pos, w.set, w.gives = deltas, pos, set, gives
+}
+
+// showable reports whether a field of type ft can show the value v.
+func showable(v any, ft reflect.Type) bool {
+	if v == nil {
+		switch ft.Kind() {
+		case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map:
+			return true
+		}
+		return false
+	}
+	return reflect.TypeOf(v).AssignableTo(ft)
+}
+
+// setField sets f to v, which showable checked.
+func setField(f reflect.Value, v any) {
+	if v == nil {
+		f.SetZero()
+		return
+	}
+	f.Set(reflect.ValueOf(v))
 }
 
 // integer returns v as an int64 when it is a Go integer that fits.

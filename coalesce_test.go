@@ -652,3 +652,72 @@ func TestCoalesceBatchStatements(t *testing.T) {
 		}
 	})
 }
+
+// TestCoalesceAddSet: 32 workers each add 1 and set the note to their own
+// value on one key. The count is exact and the callers' counts are exactly
+// 1..N; each caller's row shows its own note (the creator's, its row's);
+// the stored note is the one of the caller that saw the count N.
+func TestCoalesceAddSet(t *testing.T) {
+	testdb.EachOf(t, testdb.Kinds(true), func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		tags, table, c := openCoalesced(t, db)
+		const workers = 32
+		per := rounds(t, 10)
+		type saw struct {
+			count int64
+			note  string
+			mine  string
+		}
+		var mu sync.Mutex
+		var all []saw
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				for i := range per {
+					mine := fmt.Sprintf("w%d-%d", w, i)
+					res, err := tags.UpdateOrCreate(ctx, Tag{Name: "hot", Count: 1, Note: ptr("created-" + mine)},
+						getorcreate.Add("count", 1), getorcreate.Set("note", ptr(mine)))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					want := mine
+					if res.Created {
+						want = "created-" + mine
+					}
+					if res.Row.Note == nil || *res.Row.Note != want {
+						t.Errorf("caller %s saw note %v, want %s", mine, res.Row.Note, want)
+					}
+					mu.Lock()
+					all = append(all, saw{res.Row.Count, *res.Row.Note, mine})
+					mu.Unlock()
+				}
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		n := int64(workers * per)
+		slices.SortFunc(all, func(a, b saw) int { return int(a.count - b.count) })
+		for i, s := range all {
+			if s.count != int64(i+1) {
+				t.Fatalf("the counts the callers saw are not exactly 1..%d: position %d holds %d", n, i, s.count)
+			}
+		}
+		var count int64
+		var note string
+		if err := db.SQL.QueryRow("SELECT count, note FROM "+table+" WHERE name = "+placeholder(db), "hot").Scan(&count, &note); err != nil {
+			t.Fatal(err)
+		}
+		if count != n || note != all[len(all)-1].mine {
+			t.Fatalf("stored count %d note %q; want %d and the note of the caller that saw %d (%q)", count, note, n, n, all[len(all)-1].mine)
+		}
+		if c.statements.Load() >= n {
+			t.Errorf("%d statements for %d calls: no coalescing", c.statements.Load(), n)
+		}
+		t.Logf("%d calls, %d statements, %d calls in batches (largest %d)", n, c.statements.Load(), c.batched.Load(), c.maxBatch.Load())
+	})
+}

@@ -67,12 +67,14 @@ type Config struct {
 	//   - GetOrCreate callers of one key in a batch share its row; the
 	//     first in arrival order gets Created if the batch created it.
 	//   - UpdateOrCreate calls whose updates are all Add of Go integers to
-	//     integer fields merge per key into one write of the sum, and
-	//     exactly one of them (the first) can see Created. Each caller's
-	//     Row shows the count as if the increments had been applied one by
-	//     one in arrival order: the merged count less the deltas of the
-	//     callers after it (the first creator sees the row it proposed, the
-	//     last sees the row as stored).
+	//     integer fields, or Set of values their fields can hold, merge per
+	//     key into one write of the sums and the last caller's Set values,
+	//     and exactly one of them (the first) can see Created. Each caller's
+	//     Row shows the row as if the calls had been applied one by one in
+	//     arrival order: the merged count less the deltas of the callers
+	//     after it, and its own Set values as it gave them (the last caller
+	//     sees the row as stored; a first caller that created the row sees
+	//     the row it proposed, count and Set columns included).
 	//   - Any other update of a key already in the batch waits for the next
 	//     batch, so a batch means what its calls would, run one after the
 	//     other.
