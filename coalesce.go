@@ -45,6 +45,53 @@ type lane[T any] struct {
 	mu     sync.Mutex
 	queue  []*waiter[T]
 	flying int
+	// blind counts the flights whose keys are not known (a call sent as
+	// soon as it came, unchecked), keys the keys of the others: a second
+	// flight takes only keys that no flight holds, so two batches of one
+	// process never wait for each other's row locks.
+	blind int
+	keys  map[string]int
+}
+
+// flight is one batch's (or one call's) hold on its lane.
+type flight struct {
+	keys  []string
+	blind bool
+}
+
+// hold records a flight; under l.mu.
+func (l *lane[T]) hold(f *flight) {
+	l.flying++
+	if f.blind {
+		l.blind++
+		return
+	}
+	if l.keys == nil {
+		l.keys = map[string]int{}
+	}
+	for _, k := range f.keys {
+		l.keys[k]++
+	}
+}
+
+// release ends a flight; under l.mu.
+func (l *lane[T]) release(f *flight) {
+	l.flying--
+	if f.blind {
+		l.blind--
+		return
+	}
+	for _, k := range f.keys {
+		if l.keys[k]--; l.keys[k] == 0 {
+			delete(l.keys, k)
+		}
+	}
+}
+
+// open reports whether a call on key may fly now, beside the flights up;
+// under l.mu.
+func (l *lane[T]) open(key string, most int) bool {
+	return len(l.queue) == 0 && l.flying < most && l.blind == 0 && l.keys[key] == 0
 }
 
 // The states of a waiter, under its lane's mutex.
@@ -84,8 +131,8 @@ type waiter[T any] struct {
 
 // verdict is what a batch tells one of its callers.
 type verdict struct {
-	solo       bool // send the call alone (a batch of one, or after a batch that definitely failed)
-	lands      bool // with solo: the call is its lane's flight, and must land it
+	solo       bool    // send the call alone (a batch of one, or after a batch that definitely failed)
+	flight     *flight // with solo: the call is this flight of its lane, and must land it
 	created    bool
 	o          outcome
 	err        error
@@ -116,9 +163,15 @@ func (t *Table[T]) coalesced(ctx context.Context, row T, ups []Update) (Result[T
 		lk.sig = signature(ups)
 	}
 	l := t.lane(lk)
-	if l.tryFly(t.maxFlight) {
-		return t.alone(ctx, tc, l, row, ups, true)
+	l.mu.Lock()
+	if len(l.queue) == 0 && l.flying == 0 {
+		// Nothing in flight: sent at once, as the plain single call.
+		f := &flight{blind: true}
+		l.hold(f)
+		l.mu.Unlock()
+		return t.alone(ctx, tc, l, row, ups, f)
 	}
+	l.mu.Unlock()
 	// Checked before it joins, as a single call checks: a bad input fails
 	// here and never reaches a batch.
 	w := &waiter[T]{ctx: ctx, tc: tc, op: op, row: row, ups: ups, done: make(chan verdict, 1)}
@@ -145,11 +198,13 @@ func (t *Table[T]) coalesced(ctx context.Context, row T, ups []Update) (Result[T
 		t.increments(w)
 	}
 	l.mu.Lock()
-	if len(l.queue) == 0 && l.flying < t.maxFlight {
-		// The flight landed while the call was being checked.
-		l.flying++
+	if l.open(w.key, t.maxFlight) {
+		// The flight landed while the call was being checked, or its key
+		// is not in the one up.
+		f := &flight{keys: []string{w.key}}
+		l.hold(f)
 		l.mu.Unlock()
-		return t.alone(ctx, tc, l, row, ups, true)
+		return t.alone(ctx, tc, l, row, ups, f)
 	}
 	l.queue = append(l.queue, w)
 	l.mu.Unlock()
@@ -181,22 +236,11 @@ func (t *Table[T]) coalesced(ctx context.Context, row T, ups []Update) (Result[T
 	return Result[T]{Row: row}, err
 }
 
-// tryFly takes a flight of the lane when it is idle.
-func (l *lane[T]) tryFly(most int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.queue) == 0 && l.flying < most {
-		l.flying++
-		return true
-	}
-	return false
-}
-
-// alone sends one call as the plain single call; lands says it is the
-// lane's flight, landed when it returns.
-func (t *Table[T]) alone(ctx context.Context, tc *traced, l *lane[T], row T, ups []Update, lands bool) (Result[T], error) {
-	if lands {
-		defer t.land(l)
+// alone sends one call as the plain single call; f, when set, is the
+// lane's flight it is, landed when it returns.
+func (t *Table[T]) alone(ctx context.Context, tc *traced, l *lane[T], row T, ups []Update, f *flight) (Result[T], error) {
+	if f != nil {
+		defer t.land(l, f)
 	}
 	if tc != nil {
 		tc.data.Batch = 1
@@ -214,7 +258,7 @@ func (t *Table[T]) finish(w *waiter[T], l *lane[T], v verdict) (Result[T], error
 		w.tc.data.Retries = append(w.tc.data.Retries, v.retries...)
 	}
 	if v.solo {
-		return t.alone(w.ctx, w.tc, l, w.row, w.ups, v.lands)
+		return t.alone(w.ctx, w.tc, l, w.row, w.ups, v.flight)
 	}
 	if w.tc != nil {
 		w.tc.data.Batch = v.batch
@@ -239,17 +283,28 @@ func (t *Table[T]) finish(w *waiter[T], l *lane[T], v verdict) (Result[T], error
 
 // land ends one flight of the lane and starts the next batch, if calls
 // queued meanwhile.
-func (t *Table[T]) land(l *lane[T]) {
+func (t *Table[T]) land(l *lane[T], done *flight) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.flying--
-	for l.flying < t.maxFlight && len(l.queue) > 0 {
+	l.release(done)
+	for l.flying < t.maxFlight && len(l.queue) > 0 && l.blind == 0 {
 		batch := t.take(l)
-		l.flying++
+		if len(batch) == 0 {
+			break // every queued key is in the flight up
+		}
+		f := &flight{}
+		seen := make(map[string]bool, len(batch))
+		for _, w := range batch {
+			if !seen[w.key] {
+				seen[w.key] = true
+				f.keys = append(f.keys, w.key)
+			}
+		}
+		l.hold(f)
 		if len(batch) == 1 {
 			w := batch[0]
 			w.state = alone
-			w.done <- verdict{solo: true, lands: true}
+			w.done <- verdict{solo: true, flight: f}
 			continue
 		}
 		for _, w := range batch {
@@ -259,15 +314,15 @@ func (t *Table[T]) land(l *lane[T]) {
 		go func() {
 			defer t.flights.Done()
 			t.fly(batch)
-			t.land(l)
+			t.land(l, f)
 		}()
 	}
 }
 
 // take removes the next batch from the queue: the calls in arrival order,
-// up to the bulk size limit, leaving queued a call whose key is in the
-// batch already unless it can share (GetOrCreate) or merge (increments)
-// with it.
+// up to the bulk size limit, leaving queued a call whose key is in a
+// flight up, or in the batch already unless it can share (GetOrCreate) or
+// merge (increments) with it.
 func (t *Table[T]) take(l *lane[T]) []*waiter[T] {
 	limit := t.bulkLimit(len(l.queue[0].args), t.feat.BulkRowArgs && rowArgs(l.queue[0].ups))
 	type group struct {
@@ -280,6 +335,10 @@ func (t *Table[T]) take(l *lane[T]) []*waiter[T] {
 		if len(batch) == limit {
 			rest = append(rest, l.queue[i:]...)
 			break
+		}
+		if l.keys[w.key] > 0 {
+			rest = append(rest, w) // after the flight that holds its key
+			continue
 		}
 		g := groups[w.key]
 		if g == nil {

@@ -189,8 +189,9 @@ type tableCore struct {
 	finds atomic.Int32
 	// coalesce is Config.Coalesce; lanes hold the queued calls of each
 	// shape (laneKey -> *lane[T]), with at most maxFlight batches of a
-	// shape in flight; flights counts the batches running on goroutines of
-	// their own.
+	// shape in flight (1: a second, on keys the first does not hold,
+	// measured no faster; BenchmarkCoalesce); flights counts the batches
+	// running on goroutines of their own.
 	coalesce  bool
 	maxFlight int
 	lanes     sync.Map
