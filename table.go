@@ -125,7 +125,11 @@ const (
 // Result is the outcome of a single-row call.
 type Result[T any] struct {
 	// Row is the row as stored after the call: every mapped column,
-	// generated ids and database defaults included.
+	// generated ids and database defaults included. On a table with
+	// Config.Coalesce, a call whose increments were merged with others' in
+	// one write sees the row at its own place in their sequence (see
+	// Config.Coalesce): its count is the stored count less the deltas of
+	// the calls after it, its Set columns the values it gave.
 	Row T
 	// Created is true when this call inserted the row. Among concurrent
 	// calls for the same new key at most one sees true, and exactly one
