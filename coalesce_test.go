@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -409,7 +410,8 @@ func openItems(t *testing.T, db *testdb.DB, tracer ...getorcreate.Tracer) (*geto
 }
 
 // TestCoalesceIsolation: one batch holds good inputs, a value too long and
-// a conflict on another unique column; a NULL key never joins it. Only the
+// a conflict on another unique column; a NULL key (and, on MariaDB, a key
+// its column would cut) never joins it. Only the
 // bad callers fail, each with its own error; the good rows are all there
 // and nothing of the bad ones is.
 func TestCoalesceIsolation(t *testing.T) {
@@ -423,6 +425,15 @@ func TestCoalesceIsolation(t *testing.T) {
 				_, err := call(item{Name: nil, Count: 1})
 				if !errors.Is(err, getorcreate.ErrNullKey) {
 					t.Fatalf("NULL key: %v, want ErrNullKey before joining", err)
+				}
+				if db.Kind == "mysql" {
+					// VARCHAR(64) would cut it: refused before joining too.
+					if _, err := call(item{Name: ptr(strings.Repeat("x", 65)), Count: 1}); !errors.Is(err, getorcreate.ErrKeyAltered) {
+						t.Fatalf("key too long for its column: %v, want ErrKeyAltered before joining", err)
+					}
+				}
+				if n := getorcreate.Queued(items); n != 0 {
+					t.Fatalf("%d refused calls queued", n)
 				}
 				type res struct {
 					name string
