@@ -66,7 +66,32 @@ type bulkCall struct {
 	omits      []uint64       // per input, the defaultable columns it leaves to the database
 	ups        []Update
 	updateArgs []any
+	// rowArgs, when set, are each input's own update arguments (a
+	// coalesced batch: see coalesce.go), and argKeys their encodings: a
+	// chunk is then also a run of keys whose arguments are equal.
+	// With perRow, the dialect binds each row's own arguments (Shape.RowArgs)
+	// and a chunk need not split where they differ.
+	rowArgs [][]any
+	argKeys []string
+	perRow  bool
+	// autocommit: the batch is one atomic statement (Features.AtomicBulkUpsert)
+	// and is sent on its own, with no BEGIN and COMMIT around it.
+	autocommit bool
 	failed     int // the input a dialect named as the cause of a failure, or -1
+}
+
+// sameArgs reports whether inputs i and j can share a statement as far as
+// their update arguments go.
+func (bc *bulkCall) sameArgs(i, j int) bool {
+	return bc.argKeys == nil || bc.perRow || bc.argKeys[i] == bc.argKeys[j]
+}
+
+// argsOf returns the update arguments input i binds.
+func (bc *bulkCall) argsOf(i int) []any {
+	if bc.rowArgs != nil {
+		return bc.rowArgs[i]
+	}
+	return bc.updateArgs
 }
 
 func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []Update, update bool) ([]Result[T], error) {
@@ -156,25 +181,28 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 	if bc.update {
 		kind = opUpdate
 	}
-	per := len(t.m.Fields) + 1
-	limit := max(1, min(1024, (t.feat.MaxParams-len(bc.updateArgs)-1)/per))
+	limit := t.bulkLimit(len(bc.argsOf(bc.order[0])), bc.perRow)
 	runAll := func(q dialect.Querier, inTx bool) (bool, error) {
 		bc.failed = -1
 		for lo, hi := 0, 0; lo < len(bc.order); lo = hi {
 			// A chunk is a run of keys, in key order, whose rows leave the
 			// same columns to the database: one statement shape. Most
 			// batches are one run per chunk.
-			omit := bc.omits[bc.order[lo]]
-			for hi = lo + 1; hi < len(bc.order) && hi-lo < limit && bc.omits[bc.order[hi]] == omit; hi++ {
+			first := bc.order[lo]
+			omit := bc.omits[first]
+			for hi = lo + 1; hi < len(bc.order) && hi-lo < limit && bc.omits[bc.order[hi]] == omit && bc.sameArgs(first, bc.order[hi]); hi++ {
 			}
 			part := bc.order[lo:hi]
-			plan, err := t.bulkPlan(kind, omit, bc.ups, sizeClass(len(part), limit))
+			plan, err := t.bulkPlan(kind, omit, bc.ups, sizeClass(len(part), limit), bc.perRow)
 			if err != nil {
 				return false, err
 			}
-			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: bc.updateArgs, InTx: inTx}
+			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: bc.argsOf(first), InTx: inTx}
 			for j, i := range part {
 				b.Rows[j] = bc.calls[i]
+				if bc.perRow {
+					b.Rows[j].UpdateArgs = bc.rowArgs[i]
+				}
 			}
 			if bc.update {
 				err = plan.UpdateOrCreateMany(ctx, q, b)
@@ -201,11 +229,27 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 		_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) { return runAll(q, m.callerTx) })
 		return o, err
 	}
+	if bc.autocommit {
+		_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) {
+			return t.pinned(ctx, t.own, false, func(q dialect.Querier) (bool, error) { return runAll(tc.wrap(q), false) })
+		})
+		return o, err
+	}
 	m.ownTx = true
 	_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) {
 		return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
 	})
 	return o, err
+}
+
+// bulkLimit is the most rows one bulk statement takes, with nargs update
+// arguments: what the database's parameter limit allows, at most 1024.
+func (t *tableCore) bulkLimit(nargs int, perRow bool) int {
+	per := len(t.m.Fields) + 1
+	if perRow {
+		per += nargs
+	}
+	return max(1, min(1024, (t.feat.MaxParams-nargs-1)/per))
 }
 
 // keyString encodes a row's key values exactly, for deduplication and
