@@ -716,6 +716,9 @@ func (s *Server) postTag(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, r, err)
 			return
 		}
+		if o.HistoryErr != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "tag counted, its minute not", slog.String("tag", tag.Key), slog.String("err", o.HistoryErr.Error()))
+		}
 		s.count([]Outcome{o}, o.Attempts)
 		status, location := http.StatusOK, ""
 		if o.Created {

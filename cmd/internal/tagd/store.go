@@ -149,6 +149,9 @@ type Outcome struct {
 	Created  bool
 	Attempts int  // the attempts of its transaction
 	Raced    bool // another request created the tag between this one's lookup and insert
+	// HistoryErr, on a coalescing store, is why the submission's minute
+	// was not counted although the tag was (see Submit).
+	HistoryErr error
 }
 
 // Submit counts one submission of name: it creates the tag with count 1, or
@@ -161,8 +164,8 @@ type Outcome struct {
 // the library's own transaction, the tag's first: concurrent submissions
 // share their statements, but a failure between them (the minute's write
 // failing after the tag's committed) leaves the tag counted and the minute
-// not, and the tag's count is a total that the minutes then undercount by
-// one.
+// not: Submit then succeeds, since the submission is counted, and says why
+// in Outcome.HistoryErr; the minutes undercount the tag's total by one.
 func (s *Store) Submit(ctx context.Context, name string) (Tag, Outcome, error) {
 	if s.coalesce {
 		return s.submitCoalesced(ctx, name)
@@ -218,10 +221,14 @@ func (s *Store) submitCoalesced(ctx context.Context, name string) (Tag, Outcome,
 	if err != nil {
 		return Tag{}, Outcome{}, err
 	}
+	o := Outcome{Created: res.Created, Attempts: res.Attempts, Raced: rec.raced()}
 	if _, err := s.minutes.UpdateOrCreate(ctx, tagMinute{res.Row.ID, unixMinute(t), 1}, getorcreate.Add("count", 1)); err != nil {
-		return Tag{}, Outcome{}, err
+		// The submission is counted: the tag's write committed. Answering
+		// an error would have the client send it again and count it twice;
+		// the minute goes without this one, and the caller logs why.
+		o.HistoryErr = err
 	}
-	return utc(res.Row), Outcome{Created: res.Created, Attempts: res.Attempts, Raced: rec.raced()}, nil
+	return utc(res.Row), o, nil
 }
 
 // Once runs fn at most once per request id (see getorcreate.Ledger.Once):
