@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"gorm.io/gorm"
@@ -23,16 +24,36 @@ type Outcome struct {
 type OpFunc func(ctx context.Context, key string) (Outcome, error)
 
 // Ops are a contender's calls for the workloads: Existing for keys that all
-// exist, New for keys that are all new, Update for count = count + 1.
+// exist, New for keys that are all new (and the fresh workload's), Update
+// for count = count + 1. A contender that is a program of its own sets
+// Slice instead; one whose program is missing sets Missing to say so.
 type Ops struct {
 	Existing, New, Update OpFunc
+	Slice                 SliceFunc
+	Missing               string
 	Close                 func() // releases what Open prepared; may be nil
+}
+
+// SliceFunc runs n clients of an external program on a workload for about
+// d and reports what they did.
+type SliceFunc func(ctx context.Context, workload string, n int, d time.Duration) (Slice, error)
+
+// Slice is what an external program reports for one slice.
+type Slice struct {
+	Ops       int64           // successful calls (transactions)
+	Errors    int64           // failed calls
+	ErrSample string          // the first failure, if any
+	Elapsed   time.Duration   // the time the calls took, without connecting
+	Latencies []time.Duration // of the successful calls, if known
 }
 
 // Env is one database under benchmark, shared by every contender.
 type Env struct {
 	Kind string // "sqlite", "postgres" or "mysql"
-	DB   *sql.DB
+	// DataSource is the driver's DSN (on PostgreSQL a libpq URL, which
+	// pgbench takes as is).
+	DataSource string
+	DB         *sql.DB
 	Gorm *gorm.DB
 	Pgx  *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
 	// ReadCommitted is a pool whose sessions run at READ COMMITTED, as
@@ -48,6 +69,8 @@ type Contender struct {
 	Open func(ctx context.Context, e *Env, table string) (Ops, error)
 	// Kinds limits the contender to some databases; nil means all.
 	Kinds []string
+	// Workloads limits the contender to some workloads; nil means all.
+	Workloads []string
 }
 
 // Contenders lists every contender, the floor first.
