@@ -54,8 +54,8 @@ type Env struct {
 	// pgbench takes as is).
 	DataSource string
 	DB         *sql.DB
-	Gorm *gorm.DB
-	Pgx  *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
+	Gorm       *gorm.DB
+	Pgx        *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
 	// ReadCommitted is a pool whose sessions run at READ COMMITTED, as
 	// Django's MySQL/MariaDB connections do; nil elsewhere.
 	ReadCommitted *sql.DB
