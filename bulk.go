@@ -66,7 +66,25 @@ type bulkCall struct {
 	omits      []uint64       // per input, the defaultable columns it leaves to the database
 	ups        []Update
 	updateArgs []any
-	failed     int // the input a dialect named as the cause of a failure, or -1
+	// rowArgs, when set, are each input's own update arguments (a
+	// coalesced batch: see coalesce.go), and argKeys their encodings: a
+	// chunk is then also a run of keys whose arguments are equal.
+	rowArgs [][]any
+	argKeys []string
+	failed  int // the input a dialect named as the cause of a failure, or -1
+}
+
+// sameArgs reports whether inputs i and j bind the same update arguments.
+func (bc *bulkCall) sameArgs(i, j int) bool {
+	return bc.argKeys == nil || bc.argKeys[i] == bc.argKeys[j]
+}
+
+// argsOf returns the update arguments input i binds.
+func (bc *bulkCall) argsOf(i int) []any {
+	if bc.rowArgs != nil {
+		return bc.rowArgs[i]
+	}
+	return bc.updateArgs
 }
 
 func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []Update, update bool) ([]Result[T], error) {
@@ -155,23 +173,23 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 	if bc.update {
 		kind = opUpdate
 	}
-	per := len(t.m.Fields) + 1
-	limit := max(1, min(1024, (t.feat.MaxParams-len(bc.updateArgs)-1)/per))
+	limit := t.bulkLimit(len(bc.argsOf(bc.order[0])))
 	runAll := func(q dialect.Querier, inTx bool) (bool, error) {
 		bc.failed = -1
 		for lo, hi := 0, 0; lo < len(bc.order); lo = hi {
 			// A chunk is a run of keys, in key order, whose rows leave the
 			// same columns to the database: one statement shape. Most
 			// batches are one run per chunk.
-			omit := bc.omits[bc.order[lo]]
-			for hi = lo + 1; hi < len(bc.order) && hi-lo < limit && bc.omits[bc.order[hi]] == omit; hi++ {
+			first := bc.order[lo]
+			omit := bc.omits[first]
+			for hi = lo + 1; hi < len(bc.order) && hi-lo < limit && bc.omits[bc.order[hi]] == omit && bc.sameArgs(first, bc.order[hi]); hi++ {
 			}
 			part := bc.order[lo:hi]
 			plan, err := t.bulkPlan(kind, omit, bc.ups, sizeClass(len(part), limit))
 			if err != nil {
 				return false, err
 			}
-			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: bc.updateArgs, InTx: inTx}
+			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: bc.argsOf(first), InTx: inTx}
 			for j, i := range part {
 				b.Rows[j] = bc.calls[i]
 			}
@@ -205,6 +223,13 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 		return t.inOwnTx(ctx, tc, func(tx dialect.Tx) (bool, error) { return runAll(tx, true) })
 	})
 	return o, err
+}
+
+// bulkLimit is the most rows one bulk statement takes, with nargs update
+// arguments: what the database's parameter limit allows, at most 1024.
+func (t *tableCore) bulkLimit(nargs int) int {
+	per := len(t.m.Fields) + 1
+	return max(1, min(1024, (t.feat.MaxParams-nargs-1)/per))
 }
 
 // keyString encodes a row's key values exactly, for deduplication and

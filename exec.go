@@ -16,6 +16,9 @@ import (
 // An existing row is never written. It runs in the library's own
 // transaction and retries serialization failures, deadlocks and busy errors.
 func (t *Table[T]) GetOrCreate(ctx context.Context, row T) (Result[T], error) {
+	if t.coalesce {
+		return t.coalesced(ctx, row, nil)
+	}
 	return t.getOrCreate(ctx, t.own, false, row, nil)
 }
 
@@ -47,6 +50,9 @@ func (t *Table[T]) GetOrCreateFuncTx(ctx context.Context, tx Querier, key T, cre
 // atomically; none is a read-modify-write in Go. Without updates it is
 // GetOrCreate. It returns the row as stored after the write.
 func (t *Table[T]) UpdateOrCreate(ctx context.Context, row T, updates ...Update) (Result[T], error) {
+	if t.coalesce {
+		return t.coalesced(ctx, row, updates)
+	}
 	return t.updateOrCreate(ctx, t.own, false, row, updates)
 }
 
@@ -129,8 +135,13 @@ func pathOf(c *dialect.Call, created, update bool) Path {
 }
 
 func (t *Table[T]) getOrCreate(ctx context.Context, q dialect.Querier, inTx bool, row T, create func(*T) error) (Result[T], error) {
+	ctx, tc := t.startTrace(ctx, "GetOrCreate", inTx, 1)
+	return t.getOrCreateTraced(ctx, tc, q, inTx, row, create)
+}
+
+// getOrCreateTraced is getOrCreate once its trace started.
+func (t *Table[T]) getOrCreateTraced(ctx context.Context, tc *traced, q dialect.Querier, inTx bool, row T, create func(*T) error) (Result[T], error) {
 	const op = "GetOrCreate"
-	ctx, tc := t.startTrace(ctx, op, inTx, 1)
 	raw := q
 	q = tc.wrap(q)
 	res := Result[T]{Row: row}
@@ -204,8 +215,13 @@ func (t *Table[T]) updateOrCreate(ctx context.Context, q dialect.Querier, inTx b
 	if len(ups) == 0 {
 		return t.getOrCreate(ctx, q, inTx, row, nil)
 	}
+	ctx, tc := t.startTrace(ctx, "UpdateOrCreate", inTx, 1)
+	return t.updateOrCreateTraced(ctx, tc, q, inTx, row, ups)
+}
+
+// updateOrCreateTraced is updateOrCreate once its trace started.
+func (t *Table[T]) updateOrCreateTraced(ctx context.Context, tc *traced, q dialect.Querier, inTx bool, row T, ups []Update) (Result[T], error) {
 	const op = "UpdateOrCreate"
-	ctx, tc := t.startTrace(ctx, op, inTx, 1)
 	raw := q
 	q = tc.wrap(q)
 	res := Result[T]{Row: row}

@@ -54,6 +54,50 @@ type Config struct {
 	// write, goes to the primary, where the unique index decides. See
 	// replica.go's notes and FromPrimary for what may be stale.
 	Replica Querier
+	// Coalesce, when set, merges the GetOrCreate and UpdateOrCreate calls
+	// that goroutines of this process make on the table while a statement
+	// of the same shape (GetOrCreate, or UpdateOrCreate with the same
+	// updates, values aside) is in flight: they queue, and when the flight
+	// lands they go together as the next batch, one bulk statement per
+	// chunk (see UpdateOrCreateMany) in one transaction of the library's
+	// own. A call that finds nothing in flight goes out at once as the
+	// plain single call, so sparse calls wait for nothing. Each caller
+	// gets its own Result and its own error:
+	//
+	//   - GetOrCreate callers of one key in a batch share its row; the
+	//     first in arrival order gets Created if the batch created it.
+	//   - UpdateOrCreate calls whose updates are all Add of Go integers to
+	//     integer fields merge per key into one write of the sum, and
+	//     exactly one of them (the first) can see Created. Each caller's
+	//     Row shows the count as if the increments had been applied one by
+	//     one in arrival order: the merged count less the deltas of the
+	//     callers after it (the first creator sees the row it proposed, the
+	//     last sees the row as stored).
+	//   - Any other update of a key already in the batch waits for the next
+	//     batch, so a batch means what its calls would, run one after the
+	//     other.
+	//   - An input that a single call refuses before sending (a NULL key, a
+	//     key the database would alter, an invalid update) fails before it
+	//     joins. If a batch fails for certain (a value too long, a conflict
+	//     on another unique index, any error but ErrIndeterminate), nothing
+	//     of it was committed and each of its calls is then sent alone, so
+	//     a bad input fails only its own caller. If its outcome is not
+	//     known (ErrIndeterminate, after the retries idempotent batches
+	//     get), every caller gets ErrIndeterminate.
+	//   - A caller whose context ends while it is queued leaves with the
+	//     context's error and nothing sent for it; once its batch is sent,
+	//     it returns at once with ErrIndeterminate (wrapping the context's
+	//     error): the batch goes on without it, with the values of its
+	//     first caller's context and the latest of its callers' deadlines
+	//     (no deadline if one caller has none).
+	//   - Attempts and MaybeCreated are the batch's. GetOrCreate still asks
+	//     Config.Replica first, before it joins a batch.
+	//
+	// The ...Tx forms, GetOrCreateFunc, UpdateOrCreateOnce and the Many
+	// calls are never coalesced. A Tracer sees every call; the statements
+	// of a batch are counted once, on its first caller, and
+	// TraceCallEndData.Batch says how many calls went together.
+	Coalesce bool
 }
 
 // Order is which statement a call sends first when both orders are
@@ -141,6 +185,14 @@ type tableCore struct {
 	// finds counts recent calls that found their key (up) against those
 	// that created it (down), clamped: the score Adaptive reads.
 	finds atomic.Int32
+	// coalesce is Config.Coalesce; lanes hold the queued calls of each
+	// shape (laneKey -> *lane[T]), with at most maxFlight batches of a
+	// shape in flight; flights counts the batches running on goroutines of
+	// their own.
+	coalesce  bool
+	maxFlight int
+	lanes     sync.Map
+	flights   sync.WaitGroup
 }
 
 // Open inspects the table once and returns a handle for get-or-create and
@@ -199,7 +251,8 @@ func OpenDriver[T any](ctx context.Context, d dialect.Dialect, q dialect.Querier
 	if err != nil {
 		return nil, &SchemaError{Table: cfg.Table, Key: cfg.Key, Kind: ErrMapping, Problem: err.Error()}
 	}
-	t := &Table[T]{tableCore{name: cfg.Table, d: d, own: q, beg: b, m: m, retry: cfg.Retry.orDefault(), order: cfg.Order, tracer: cfg.Tracer, ledger: cfg.Ledger}}
+	t := &Table[T]{tableCore{name: cfg.Table, d: d, own: q, beg: b, m: m, retry: cfg.Retry.orDefault(), order: cfg.Order, tracer: cfg.Tracer, ledger: cfg.Ledger,
+		coalesce: cfg.Coalesce, maxFlight: 1}}
 	if err := t.inspect(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -213,6 +266,7 @@ func OpenDriver[T any](ctx context.Context, d dialect.Dialect, q dialect.Querier
 // SQLite and MariaDB/MySQL). Open a table once and share it; Close it when
 // the program no longer needs it. It does not close the *sql.DB.
 func (t *tableCore) Close() error {
+	t.flights.Wait() // a coalesced batch in flight still uses them
 	if s, ok := t.own.(sqlDB); ok && s.stmts != nil {
 		return s.stmts.close()
 	}

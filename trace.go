@@ -41,6 +41,11 @@ type TraceCallEndData struct {
 	Created int
 	// Err is the error the call returned, or nil; Kind(Err) is its kind.
 	Err error
+	// Batch is, on a table with Config.Coalesce, the number of calls that
+	// went in one batch with this one (1 when it went alone); 0 otherwise.
+	// A batch's statements are counted on its first caller only, so the
+	// Statements of all calls add up to the statements sent.
+	Batch int
 }
 
 // Path is what a call did.

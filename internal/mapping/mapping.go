@@ -144,6 +144,9 @@ func (m *Mapping) Values(p reflect.Value, dst []any) []any {
 	return dst
 }
 
+// FieldOf returns the addressable field i of *p.
+func (m *Mapping) FieldOf(p reflect.Value, i int) reflect.Value { return m.field(p.Elem(), i) }
+
 // IsZero reports whether field i of *p holds its type's zero value.
 func (m *Mapping) IsZero(p reflect.Value, i int) bool {
 	return m.field(p.Elem(), i).IsZero()
