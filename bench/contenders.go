@@ -79,6 +79,7 @@ func Contenders() []Contender {
 		{Name: "floor", Note: "plain SELECT / plain INSERT ... RETURNING / one raw upsert ... RETURNING on the same driver and pool: the cost floor, neither race-safe nor aware of what it created", Open: openFloor},
 		{Name: "floor-prepared", Kinds: []string{"sqlite", "mysql"}, Note: "the floor's statements prepared once (*sql.Stmt), as getorcreate prepares its own; on PostgreSQL pgx already caches prepared statements, so the plain floor is this", Open: openFloorPrepared},
 		{Name: "getorcreate", Note: "this library: Table.GetOrCreate and Table.UpdateOrCreate(row, getorcreate.Add(\"count\", 1))", Open: openGOC},
+		{Name: "getorcreate-coalesced", Note: "this library with Config.Coalesce: calls that arrive while one of the same shape is in flight go together as the next batch (one bulk statement, one transaction), each caller with its own Result", Open: openGOCCoalesced},
 		{Name: "gorm-firstorcreate", Note: "GORM Where(row).FirstOrCreate; for update-or-create Attrs(count=1).FirstOrCreate, then UpdateColumn(count+1) when it found the row", Open: openGormFOC},
 		{Name: "gorm-onconflict", Note: "GORM Clauses(clause.OnConflict{...}).Create: DoNothing then First when nothing was inserted; DoUpdates count = count + 1 (GORM returns only the id, not the stored count)", Open: openGormOC},
 		{Name: "django", Note: "a Go port of Django's QuerySet.get_or_create / update_or_create (get; create inside atomic(); on IntegrityError get again; update_or_create under select_for_update in a transaction)", Open: openDjango},
@@ -161,6 +162,14 @@ func openFloorPrepared(ctx context.Context, e *Env, table string) (Ops, error) {
 
 func openGOC(ctx context.Context, e *Env, table string) (Ops, error) {
 	t, err := getorcreate.Open[Row](ctx, e.DB, table, "name")
+	if err != nil {
+		return Ops{}, err
+	}
+	return gocOps(t), nil
+}
+
+func openGOCCoalesced(ctx context.Context, e *Env, table string) (Ops, error) {
+	t, err := getorcreate.OpenConfig[Row](ctx, e.DB, getorcreate.Config{Table: table, Key: []string{"name"}, Coalesce: true})
 	if err != nil {
 		return Ops{}, err
 	}
