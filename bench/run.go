@@ -66,6 +66,10 @@ type Config struct {
 	// FreshRows is the number of rows the fresh workload's timed rounds
 	// insert into each contender's table; zero means DefaultFreshRows.
 	FreshRows int
+	// FreshWorkers are the numbers of workers the fresh workload runs at
+	// instead of Workers; nil means Workers. (Growing a table to 100,000
+	// rows one call at a time takes about a minute per contender.)
+	FreshWorkers []int
 	// DSN is the database's DSN as given to OpenEnv, for contenders that
 	// run an external program (pgbench).
 	DSN string
@@ -201,7 +205,11 @@ func Run(ctx context.Context, e *Env, cfg Config) ([]Result, error) {
 		existing = t
 	}
 	for _, w := range cfg.Workloads {
-		for _, n := range cfg.Workers {
+		workers := cfg.Workers
+		if w == Fresh && cfg.FreshWorkers != nil {
+			workers = cfg.FreshWorkers
+		}
+		for _, n := range workers {
 			if err := warm(ctx, e.DB, n); err != nil {
 				return out, err
 			}
