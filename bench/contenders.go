@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,6 +33,9 @@ type Ops struct {
 	Slice                 SliceFunc
 	Missing               string
 	Close                 func() // releases what Open prepared; may be nil
+	// Counters, when set, returns the contender's own counts so far, warm-up
+	// included (getorcreate's, from its Tracer: calls, statements, flights).
+	Counters func() map[string]int64
 }
 
 // SliceFunc runs n clients of an external program on a workload for about
@@ -161,22 +165,52 @@ func openFloorPrepared(ctx context.Context, e *Env, table string) (Ops, error) {
 }
 
 func openGOC(ctx context.Context, e *Env, table string) (Ops, error) {
-	t, err := getorcreate.Open[Row](ctx, e.DB, table, "name")
+	tr := &countingTracer{}
+	t, err := getorcreate.OpenConfig[Row](ctx, e.DB, getorcreate.Config{Table: table, Key: []string{"name"}, Tracer: tr})
 	if err != nil {
 		return Ops{}, err
 	}
-	return gocOps(t), nil
+	return gocOps(t, tr), nil
 }
 
 func openGOCCoalesced(ctx context.Context, e *Env, table string) (Ops, error) {
-	t, err := getorcreate.OpenConfig[Row](ctx, e.DB, getorcreate.Config{Table: table, Key: []string{"name"}, Coalesce: true})
+	tr := &countingTracer{}
+	t, err := getorcreate.OpenConfig[Row](ctx, e.DB, getorcreate.Config{Table: table, Key: []string{"name"}, Coalesce: true, Tracer: tr})
 	if err != nil {
 		return Ops{}, err
 	}
-	return gocOps(t), nil
+	return gocOps(t, tr), nil
 }
 
-func gocOps(t *getorcreate.Table[Row]) Ops {
+// countingTracer counts what a table's calls sent: calls, statements
+// (BEGIN and COMMIT aside), flights (calls that sent statements: with
+// Config.Coalesce a batch's statements are counted on its first caller
+// only, so flights are the batches and the calls that went alone) and
+// calls that went in a batch with others.
+type countingTracer struct {
+	calls, statements, flights, batched atomic.Int64
+}
+
+func (c *countingTracer) TraceCallStart(ctx context.Context, _ getorcreate.TraceCallStartData) context.Context {
+	return ctx
+}
+
+func (c *countingTracer) TraceCallEnd(_ context.Context, d getorcreate.TraceCallEndData) {
+	c.calls.Add(1)
+	c.statements.Add(int64(d.Statements))
+	if d.Statements > 0 {
+		c.flights.Add(1)
+	}
+	if d.Batch > 1 {
+		c.batched.Add(1)
+	}
+}
+
+func (c *countingTracer) counts() map[string]int64 {
+	return map[string]int64{"calls": c.calls.Load(), "statements": c.statements.Load(), "flights": c.flights.Load(), "batched": c.batched.Load()}
+}
+
+func gocOps(t *getorcreate.Table[Row], tr *countingTracer) Ops {
 	get := func(ctx context.Context, key string) (Outcome, error) {
 		res, err := t.GetOrCreate(ctx, Row{Name: key})
 		if err == nil && (res.Row.ID == 0 || res.Row.Name != key) {
@@ -192,7 +226,11 @@ func gocOps(t *getorcreate.Table[Row]) Ops {
 		}
 		return Outcome{Created: res.Created, Known: true}, err
 	}
-	return Ops{Existing: get, New: get, Update: upd}
+	ops := Ops{Existing: get, New: get, Update: upd}
+	if tr != nil {
+		ops.Counters = tr.counts
+	}
+	return ops
 }
 
 // gorm-firstorcreate: the call GORM's documentation gives for get-or-create.

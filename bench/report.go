@@ -34,7 +34,7 @@ func WriteMarkdown(w io.Writer, results []Result) {
 			groups = append(groups, g)
 		}
 	}
-	fmt.Fprintln(w, "Columns: ops/s counts successful calls; × floor is the median, over the rounds of the run, of ops/s divided by the floor's ops/s in the same round, database, workload and workers (× floor-pgx for the pgx contenders); p50 and p99 are the latency of one call in milliseconds; dup counts duplicate rows; flag counts created-flag errors (calls that said they created a row that existed or that another call created, and rows no call said it created); lost counts successful increments missing from the table; err counts errors that reached the caller; server is the server's counters per successful call (PostgreSQL: the table's row writes from pg_stat_user_tables, warm-up included, and its sequential scans; MariaDB: SHOW GLOBAL STATUS deltas over the timed rounds, Com_insert + Com_update + Com_select and Innodb_row_lock_waits, which include other sessions' statements). – means the contender cannot tell (it does not report what it created, or the workload does not update).")
+	fmt.Fprintln(w, "Columns: ops/s counts successful calls; × floor is the median, over the rounds of the run, of ops/s divided by the floor's ops/s in the same round, database, workload and workers (× floor-pgx for the pgx contenders); p50 and p99 are the latency of one call in milliseconds; dup counts duplicate rows; flag counts created-flag errors (calls that said they created a row that existed or that another call created, and rows no call said it created); lost counts successful increments missing from the table; err counts errors that reached the caller; counters are getorcreate's own (from its Tracer: calls and statements per flight, a flight being a batch or a call that went alone; statements leave out BEGIN and COMMIT) and the server's per successful call (PostgreSQL: the table's row writes from pg_stat_user_tables, warm-up included, and its sequential scans; MariaDB: SHOW GLOBAL STATUS deltas over the timed rounds, Com_insert + Com_update + Com_select and Innodb_row_lock_waits, which include other sessions' statements). – means the contender cannot tell (it does not report what it created, or the workload does not update).")
 	fmt.Fprintf(w, "\nContenders:\n\n")
 	for _, c := range Contenders() {
 		if slices.ContainsFunc(results, func(r Result) bool { return r.Contender == c.Name }) {
@@ -43,7 +43,7 @@ func WriteMarkdown(w io.Writer, results []Result) {
 	}
 	for _, g := range groups {
 		fmt.Fprintf(w, "\n### %s: %s\n\n", kindTitle[g.kind], workloadTitle[g.workload])
-		fmt.Fprintln(w, "| workers | contender | ops/s | × floor | p50 ms | p99 ms | dup | flag | lost | err | server |")
+		fmt.Fprintln(w, "| workers | contender | ops/s | × floor | p50 ms | p99 ms | dup | flag | lost | err | counters |")
 		fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 		for _, r := range results {
 			if r.Kind != g.kind || r.Workload != g.workload {
@@ -58,7 +58,7 @@ func WriteMarkdown(w io.Writer, results []Result) {
 				continue
 			}
 			fmt.Fprintf(w, "| %d | %s | %.0f | %s | %s | %s | %d | %s | %s | %d | %s |\n", r.Workers, name, r.OpsPerSec(), ratio(r.Ratio), msOrDash(r.P50), msOrDash(r.P99),
-				r.Dup, count(r.Flag, r.FlagKnown), count(r.Lost, r.LostKnown), r.Errors, serverPerOp(r))
+				r.Dup, count(r.Flag, r.FlagKnown), count(r.Lost, r.LostKnown), r.Errors, counters(r))
 		}
 	}
 

@@ -110,6 +110,9 @@ type Result struct {
 	// Server holds the server's counters over the cell, by name (see
 	// serverStats); nil when none were read.
 	Server map[string]int64
+	// Client holds the contender's own counts (see Ops.Counters), warm-up
+	// included; nil when it keeps none.
+	Client map[string]int64
 	// Missing, when set, says why the contender did not run (pgbench not
 	// installed).
 	Missing string
@@ -374,6 +377,7 @@ type cell struct {
 	p50    []float64 // latency percentiles of each timed round, in seconds
 	p99    []float64
 	close  func()
+	counts func() map[string]int64
 }
 
 // runGroup runs every contender on one workload and number of workers. The
@@ -417,6 +421,7 @@ func runGroup(ctx context.Context, e *Env, cs []Contender, workload string, n in
 		}
 		cl.close = ops.Close
 		cl.ext = ops.Slice
+		cl.counts = ops.Counters
 		if ops.Missing != "" {
 			cl.res.Missing = ops.Missing
 			continue
@@ -488,6 +493,9 @@ func runGroup(ctx context.Context, e *Env, cs []Contender, workload string, n in
 			c.res.P99 = c.lat[min(len(c.lat)-1, len(c.lat)*99/100)]
 		}
 		c.lat = nil
+		if c.counts != nil {
+			c.res.Client = c.counts()
+		}
 		if err := check(ctx, e, c); err != nil {
 			return nil, err
 		}

@@ -148,9 +148,30 @@ func serverRaw(r Result) string {
 	return strings.TrimSpace(b.String())
 }
 
-func serverLine(r Result) string {
-	if len(r.Server) == 0 {
+// clientPerFlight describes getorcreate's own counts: calls per flight
+// (a batch, or a call that went alone) and statements per flight.
+func clientPerFlight(r Result) string {
+	m := r.Client
+	if m == nil || m["flights"] == 0 {
 		return ""
 	}
-	return "[" + serverPerOp(r) + "; " + serverRaw(r) + "]"
+	return fmt.Sprintf("%.1f calls and %.2f stmts per flight", float64(m["calls"])/float64(m["flights"]), float64(m["statements"])/float64(m["flights"]))
+}
+
+// counters is the report's counters cell: the client's, then the server's.
+func counters(r Result) string {
+	var parts []string
+	for _, s := range []string{clientPerFlight(r), serverPerOp(r)} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func serverLine(r Result) string {
+	if len(r.Server) == 0 && r.Client == nil {
+		return ""
+	}
+	return "[" + counters(r) + "; " + serverRaw(r) + "]"
 }
