@@ -65,6 +65,16 @@ func (s *statsReader) read(ctx context.Context, table string) (map[string]int64,
 
 var errNoStats = fmt.Errorf("no server counters")
 
+// dbCommits is PostgreSQL's count of the database's committed
+// transactions, every session's, as reported so far; -1 when unknown.
+func dbCommits(ctx context.Context, db *sql.DB) int64 {
+	var n int64
+	if err := db.QueryRowContext(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
 // flush makes PostgreSQL report what the pools' connections did: a backend
 // reports its counts when it exits, so the idle connections are closed
 // (the next group's warm-up opens them again).
@@ -118,6 +128,9 @@ func serverPerOp(r Result) string {
 		}
 		calls := float64(r.Calls)
 		s := fmt.Sprintf("%.2f row writes/call", float64(m["n_tup_ins"]+m["n_tup_upd"])/calls)
+		if x, ok := m["xact_commit"]; ok {
+			s += fmt.Sprintf(", %.2f commits/call (the database's, every session's)", float64(x)/calls)
+		}
 		if m["seq_tup_read"] > 0 { // index builds count as scans of nothing
 			s += fmt.Sprintf(", %d seq scans reading %d rows", m["seq_scan"], m["seq_tup_read"])
 		}
