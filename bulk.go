@@ -69,14 +69,18 @@ type bulkCall struct {
 	// rowArgs, when set, are each input's own update arguments (a
 	// coalesced batch: see coalesce.go), and argKeys their encodings: a
 	// chunk is then also a run of keys whose arguments are equal.
+	// With perRow, the dialect binds each row's own arguments (Shape.RowArgs)
+	// and a chunk need not split where they differ.
 	rowArgs [][]any
 	argKeys []string
+	perRow  bool
 	failed  int // the input a dialect named as the cause of a failure, or -1
 }
 
-// sameArgs reports whether inputs i and j bind the same update arguments.
+// sameArgs reports whether inputs i and j can share a statement as far as
+// their update arguments go.
 func (bc *bulkCall) sameArgs(i, j int) bool {
-	return bc.argKeys == nil || bc.argKeys[i] == bc.argKeys[j]
+	return bc.argKeys == nil || bc.perRow || bc.argKeys[i] == bc.argKeys[j]
 }
 
 // argsOf returns the update arguments input i binds.
@@ -173,7 +177,7 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 	if bc.update {
 		kind = opUpdate
 	}
-	limit := t.bulkLimit(len(bc.argsOf(bc.order[0])))
+	limit := t.bulkLimit(len(bc.argsOf(bc.order[0])), bc.perRow)
 	runAll := func(q dialect.Querier, inTx bool) (bool, error) {
 		bc.failed = -1
 		for lo, hi := 0, 0; lo < len(bc.order); lo = hi {
@@ -185,13 +189,16 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 			for hi = lo + 1; hi < len(bc.order) && hi-lo < limit && bc.omits[bc.order[hi]] == omit && bc.sameArgs(first, bc.order[hi]); hi++ {
 			}
 			part := bc.order[lo:hi]
-			plan, err := t.bulkPlan(kind, omit, bc.ups, sizeClass(len(part), limit))
+			plan, err := t.bulkPlan(kind, omit, bc.ups, sizeClass(len(part), limit), bc.perRow)
 			if err != nil {
 				return false, err
 			}
 			b := &dialect.Batch{Rows: make([]*dialect.Call, len(part)), Created: make([]bool, len(part)), UpdateArgs: bc.argsOf(first), InTx: inTx}
 			for j, i := range part {
 				b.Rows[j] = bc.calls[i]
+				if bc.perRow {
+					b.Rows[j].UpdateArgs = bc.rowArgs[i]
+				}
 			}
 			if bc.update {
 				err = plan.UpdateOrCreateMany(ctx, q, b)
@@ -227,8 +234,11 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 
 // bulkLimit is the most rows one bulk statement takes, with nargs update
 // arguments: what the database's parameter limit allows, at most 1024.
-func (t *tableCore) bulkLimit(nargs int) int {
+func (t *tableCore) bulkLimit(nargs int, perRow bool) int {
 	per := len(t.m.Fields) + 1
+	if perRow {
+		per += nargs
+	}
 	return max(1, min(1024, (t.feat.MaxParams-nargs-1)/per))
 }
 

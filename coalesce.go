@@ -266,7 +266,7 @@ func (t *Table[T]) land(l *lane[T]) {
 // batch already unless it can share (GetOrCreate) or merge (increments)
 // with it.
 func (t *Table[T]) take(l *lane[T]) []*waiter[T] {
-	limit := t.bulkLimit(len(l.queue[0].args))
+	limit := t.bulkLimit(len(l.queue[0].args), t.feat.BulkRowArgs && rowArgs(l.queue[0].ups))
 	type group struct {
 		first *waiter[T]
 		sums  []int64 // the merged deltas, or nil when the key cannot merge
@@ -314,7 +314,7 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 	update := len(lead.ups) > 0
 	bc := &bulkCall{op: lead.op, update: update, first: map[string]int{}, failed: -1}
 	if update {
-		bc.ups, bc.updateArgs = lead.ups, lead.args
+		bc.ups, bc.updateArgs, bc.perRow = lead.ups, lead.args, t.feat.BulkRowArgs && rowArgs(lead.ups)
 	}
 	// One input per key: the first caller's, with the increments of the
 	// callers after it folded in.
@@ -496,6 +496,24 @@ func addAll(a, b []int64) ([]int64, bool) {
 		out[i] = s
 	}
 	return out, true
+}
+
+// rowArgs reports whether a bulk statement can bind each row's own
+// arguments for these updates (Shape.RowArgs): every bound value is that of
+// a Set, Add, Greatest or Least, typed as its column. An Expr's values have
+// no type the library knows: batches of such calls go in one statement per
+// run of keys with equal values.
+func rowArgs(ups []Update) bool {
+	for _, u := range ups {
+		if u.op == dialect.OpRaw {
+			for _, a := range u.args {
+				if _, ok := a.(Ref); !ok {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }
 
 // argsKey encodes bound update arguments exactly, to tell equal ones.

@@ -20,9 +20,10 @@ type shapeKey struct{ omit, nulls uint64 }
 // updates' signature, the operation and, for bulk plans, the size class.
 type planKey struct {
 	shapeKey
-	sig  string
-	op   uint8
-	rows int // 0 for single-row plans
+	sig     string
+	op      uint8
+	rows    int  // 0 for single-row plans
+	rowArgs bool // bulk plans: each row binds its own update arguments (Shape.RowArgs)
 }
 
 // plan returns the compiled single-row plan for a shape, compiling it once.
@@ -47,8 +48,8 @@ func (t *tableCore) plan(op uint8, sk shapeKey, ups []Update) (dialect.Plan, err
 }
 
 // bulkPlan returns the compiled bulk plan for a shape and a size class.
-func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, rows int) (dialect.BulkPlan, error) {
-	k := planKey{shapeKey: shapeKey{omit: omit}, op: op, rows: rows}
+func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, rows int, rowArgs bool) (dialect.BulkPlan, error) {
+	k := planKey{shapeKey: shapeKey{omit: omit}, op: op, rows: rows, rowArgs: rowArgs}
 	if len(ups) > 0 {
 		k.sig = signature(ups)
 	}
@@ -59,6 +60,7 @@ func (t *tableCore) bulkPlan(op uint8, omit uint64, ups []Update, rows int) (dia
 	if err != nil {
 		return nil, err
 	}
+	shape.RowArgs = rowArgs
 	p, err := t.d.CompileBulk(t.dt, shape, t.feat, rows)
 	if err != nil {
 		return nil, fmt.Errorf("getorcreate: compiling bulk statements for %s: %w", t.name, err)

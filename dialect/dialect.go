@@ -252,6 +252,12 @@ type Features struct {
 	// PartialIndexes: the database has partial unique indexes and can
 	// arbitrate an insert on one (ON CONFLICT (key) WHERE ...).
 	PartialIndexes bool
+	// BulkRowArgs: the bulk upsert can bind each row's own update
+	// arguments (Shape.RowArgs). MariaDB's cannot: its duplicate-key
+	// update sees only the row's columns, and it evaluates every VALUES
+	// row before the first update, so a per-row variable would hold the
+	// last row's value.
+	BulkRowArgs bool
 	// Refusal, when set, is why no table can be used safely on this
 	// connection as it is set up, and the fix: Open refuses the table.
 	Refusal *Refusal
@@ -310,6 +316,13 @@ type Shape struct {
 	// NullKeys has bit i set when key column i (in Table.Key order) is
 	// NULL in this call: only possible under NULLS NOT DISTINCT.
 	NullKeys uint64
+	// RowArgs, for a bulk plan with updates, says that each row of a
+	// Batch carries its own update arguments in its Call.UpdateArgs
+	// (Batch.UpdateArgs is unused): a coalesced batch of calls with
+	// different values. The core sets it only when every argument is the
+	// value of a Set, Add, Greatest or Least, so a dialect that must type
+	// it types it as the assignment's column.
+	RowArgs bool
 }
 
 // Assignment sets one column on update.

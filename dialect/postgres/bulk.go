@@ -51,8 +51,10 @@ func (pgDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, _ dialect.Featu
 
 func vcol(i int) string { return "c" + strconv.Itoa(i) }
 
-// values writes "v AS (SELECT * FROM (VALUES (...), ...) x (ord, c0, ...) WHERE x.ord < $k)".
-func (p *bulkPlan) values(b *sqlbuild.Builder, n int) {
+// values writes "v AS (SELECT * FROM (VALUES (...), ...) x (ord, c0, ...) WHERE x.ord < $k)";
+// with args (Shape.RowArgs), each row's update arguments too, as u0, ...,
+// each typed as its assignment's column.
+func (p *bulkPlan) values(b *sqlbuild.Builder, n int, args []string) {
 	t, s := p.t, p.s
 	b.WriteString("v AS (SELECT * FROM (VALUES ")
 	for j := range n {
@@ -65,11 +67,19 @@ func (p *bulkPlan) values(b *sqlbuild.Builder, n int) {
 			b.RowValue(j, pos)
 			b.WriteString("::" + t.Schema.Column(t.Columns[pos]).Type)
 		}
+		for i, col := range args {
+			b.WriteString(", ")
+			b.RowUpdateArg(j, i)
+			b.WriteString("::" + t.Schema.Column(col).Type)
+		}
 		b.WriteString(")")
 	}
 	b.WriteString(") x (ord")
 	for _, pos := range s.Insert {
 		b.WriteString(", " + vcol(pos))
+	}
+	for i := range args {
+		b.WriteString(", u" + strconv.Itoa(i))
 	}
 	b.WriteString(") WHERE x.ord < ")
 	b.Count()
@@ -124,7 +134,7 @@ func (p *bulkPlan) buildFused(n int) sqlbuild.Stmt {
 	table := quote(t.Name)
 	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("WITH ")
-	p.values(b, n)
+	p.values(b, n, nil)
 	b.WriteString(", s AS (SELECT v.ord, ")
 	b.List("t.", t.Columns, all)
 	b.WriteString(" FROM v JOIN " + table + " t ON ")
@@ -163,7 +173,19 @@ func (p *bulkPlan) buildUpsert(n int) sqlbuild.Stmt {
 	all := sqlbuild.Seq(len(t.Columns))
 	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("WITH ")
-	p.values(b, n)
+	var args []string
+	if s.RowArgs {
+		// ON CONFLICT DO UPDATE sees only the stored and the proposed row,
+		// so each row's own argument is read back from v by its key, which
+		// the proposed row carries (a key is in a batch once).
+		args = sqlbuild.ArgColumns(s.Updates)
+		b.RowArg = func(b *sqlbuild.Builder, i int) {
+			b.WriteString("(SELECT v.u" + strconv.Itoa(i) + " FROM v WHERE ")
+			p.keyJoin(b, "EXCLUDED")
+			b.WriteString(")")
+		}
+	}
+	p.values(b, n, args)
 	b.WriteString(", u AS (INSERT INTO " + quote(t.Name) + " AS " + alias + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
@@ -173,6 +195,7 @@ func (p *bulkPlan) buildUpsert(n int) sqlbuild.Stmt {
 	b.ConflictTarget()
 	b.WriteString(" DO UPDATE SET ")
 	b.Assignments(s.Updates, nil)
+	b.RowArg = nil
 	b.WriteString(" RETURNING ")
 	b.List(alias+".", t.Columns, all)
 	b.WriteString(", " + alias + ".xmax = 0 AS goc_created) SELECT v.ord, ")
@@ -224,7 +247,9 @@ func (p *bulkPlan) UpdateOrCreateMany(ctx context.Context, q dialect.Querier, b 
 		}
 		// A proposed row outside the partial index: see uncoveredUpdate.
 		c := *b.Rows[m]
-		c.UpdateArgs = b.UpdateArgs
+		if !p.s.RowArgs {
+			c.UpdateArgs = b.UpdateArgs
+		}
 		if err := p.single.uncoveredUpdate(ctx, q, &c); err != nil {
 			var e *dialect.Error
 			if errors.As(err, &e) {

@@ -19,7 +19,7 @@ func (pgDialect) CompileFindMany(t *dialect.Table, n int) (dialect.FindManyPlan,
 	p := &bulkPlan{t: t, s: &dialect.Shape{Insert: t.Key}}
 	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("WITH ")
-	p.values(b, n)
+	p.values(b, n, nil)
 	b.WriteString(" SELECT v.ord, ")
 	b.List("t.", t.Columns, sqlbuild.Seq(len(t.Columns)))
 	b.WriteString(" FROM v JOIN " + quote(t.Name) + " t ON ")

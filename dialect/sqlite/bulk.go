@@ -52,11 +52,15 @@ func (d sqliteDialect) CompileBulk(t *dialect.Table, s *dialect.Shape, f dialect
 }
 
 // values writes "v (ord, c...) AS (VALUES (0, ?, ...), ...)" for the
-// columns at positions.
-func values(b *sqlbuild.Builder, n int, positions []int) {
+// columns at positions, and then, as u0, ..., the first args update
+// arguments of each row (Shape.RowArgs).
+func values(b *sqlbuild.Builder, n int, positions []int, args int) {
 	b.WriteString("v (ord")
 	for _, pos := range positions {
 		b.WriteString(", c" + strconv.Itoa(pos))
+	}
+	for i := range args {
+		b.WriteString(", u" + strconv.Itoa(i))
 	}
 	b.WriteString(") AS (VALUES ")
 	for j := range n {
@@ -68,6 +72,10 @@ func values(b *sqlbuild.Builder, n int, positions []int) {
 			b.WriteString(", ")
 			b.RowValue(j, pos)
 		}
+		for i := range args {
+			b.WriteString(", ")
+			b.RowUpdateArg(j, i)
+		}
 		b.WriteString(")")
 	}
 	b.WriteString(")")
@@ -77,7 +85,7 @@ func (p *bulkPlan) buildFind(n int) sqlbuild.Stmt {
 	t := p.t
 	b := sqlbuild.NewBuilder(&syntax, t)
 	b.WriteString("WITH ")
-	values(b, n, t.Key)
+	values(b, n, t.Key, 0)
 	b.WriteString(" SELECT v.ord, ")
 	b.List("t.", t.Columns, sqlbuild.Seq(len(t.Columns)))
 	// CROSS JOIN keeps v as the outer loop (SQLite never reorders it), so
@@ -97,7 +105,11 @@ func (p *bulkPlan) buildWrite(n int, update bool) sqlbuild.Stmt {
 	t, s := p.t, p.s
 	b := sqlbuild.NewBuilder(&upsertSyntax, t)
 	b.WriteString("WITH ")
-	values(b, n, s.Insert)
+	args := 0
+	if update && s.RowArgs {
+		args = len(sqlbuild.ArgColumns(s.Updates))
+	}
+	values(b, n, s.Insert, args)
 	b.WriteString(" INSERT INTO " + quote(t.Name) + " (")
 	b.List("", t.Columns, s.Insert)
 	b.WriteString(") SELECT ")
@@ -127,7 +139,25 @@ func (p *bulkPlan) buildWrite(n int, update bool) sqlbuild.Stmt {
 	b.ConflictTarget()
 	if update {
 		b.WriteString(" DO UPDATE SET ")
+		if args > 0 {
+			// The upsert sees only the stored and the proposed row: each
+			// row's own argument is read back from v by its key, which
+			// the proposed row carries, compared byte for byte (v's
+			// column has no collation; a key is in a batch once).
+			b.RowArg = func(b *sqlbuild.Builder, i int) {
+				b.WriteString("(SELECT u" + strconv.Itoa(i) + " FROM v WHERE ")
+				for k, pos := range t.Key {
+					if k > 0 {
+						b.WriteString(" AND ")
+					}
+					b.WriteString("v.c" + strconv.Itoa(pos) + " IS excluded.")
+					b.Ident(t.Columns[pos])
+				}
+				b.WriteString(")")
+			}
+		}
 		b.Assignments(s.Updates, nil)
+		b.RowArg = nil
 	} else {
 		b.WriteString(" DO NOTHING")
 	}
@@ -152,7 +182,10 @@ func (p *bulkPlan) write(ctx context.Context, q dialect.Querier, b *dialect.Batc
 		// statements, and "missed by the first find" would no longer mean
 		// "created by us": go row by row through the single-row path.
 		for i, c := range b.Rows {
-			c.UpdateArgs, c.ReadFirst, c.InTx = b.UpdateArgs, true, true
+			if !p.s.RowArgs {
+				c.UpdateArgs = b.UpdateArgs
+			}
+			c.ReadFirst, c.InTx = true, true
 			var err error
 			if update {
 				b.Created[i], err = p.single.UpdateOrCreate(ctx, q, c)
@@ -251,7 +284,9 @@ func (p *bulkPlan) uncovered(ctx context.Context, q dialect.Querier, b *dialect.
 			e.Row, e.HasRow = i, true
 			return e
 		}
-		c.UpdateArgs = b.UpdateArgs
+		if !p.s.RowArgs {
+			c.UpdateArgs = b.UpdateArgs
+		}
 		if _, err := p.single.update.QueryOne(ctx, q, c, c.Dest...); err != nil {
 			return err
 		}

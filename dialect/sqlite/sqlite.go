@@ -59,7 +59,7 @@ func splitName(table string) (schema, name string) {
 }
 
 func (d sqliteDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{MaxParams: 32766, PrepareOnce: true, PartialIndexes: true}
+	f := dialect.Features{MaxParams: 32766, PrepareOnce: true, PartialIndexes: true, BulkRowArgs: true}
 	s := &dialect.Schema{Table: table}
 	schema, name := splitName(table)
 	if err := sqlbuild.QueryEach(ctx, q, `SELECT sqlite_version()`, nil, func(r dialect.Rows) error { return r.Scan(&s.Version) }); err != nil {

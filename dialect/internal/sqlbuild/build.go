@@ -14,9 +14,10 @@ type ArgKind uint8
 
 // Where bound values come from.
 const (
-	ArgValue  ArgKind = iota // Call.Values[Index]
-	ArgUpdate                // Call.UpdateArgs[Index]
-	ArgCount                 // the number of real rows of a padded batch statement
+	ArgValue     ArgKind = iota // Call.Values[Index]
+	ArgUpdate                   // Call.UpdateArgs[Index]
+	ArgCount                    // the number of real rows of a padded batch statement
+	ArgRowUpdate                // for batch statements, Call.UpdateArgs[Index] of row Row (Shape.RowArgs)
 )
 
 // ArgRef is one bound value of a compiled statement.
@@ -42,6 +43,10 @@ type Builder struct {
 	Syn   *Syntax
 	Table *dialect.Table
 	Refs  []ArgRef
+	// RowArg, when set, writes update argument i in an assignment in place
+	// of a placeholder: a bulk statement's reference to the row's own
+	// argument (Shape.RowArgs).
+	RowArg func(b *Builder, i int)
 }
 
 // NewBuilder starts a statement on table t.
@@ -132,6 +137,10 @@ func (b *Builder) KeyMatch(prefix string, nulls uint64) {
 func (b *Builder) Expr(e dialect.Expr) {
 	switch e.Op {
 	case dialect.OpArg:
+		if b.RowArg != nil {
+			b.RowArg(b, e.Arg)
+			return
+		}
 		b.UpdateArg(e.Arg)
 	case dialect.OpExisting:
 		b.Syn.Existing(b, e.Col)
@@ -275,9 +284,44 @@ func (s *Stmt) BatchArgs(rows []*dialect.Call, updateArgs []any) []any {
 			args[i] = updateArgs[r.Index]
 		case ArgCount:
 			args[i] = int64(len(rows))
+		case ArgRowUpdate:
+			row := rows[0]
+			if r.Row < len(rows) {
+				row = rows[r.Row]
+			}
+			args[i] = row.UpdateArgs[r.Index]
 		}
 	}
 	return args
+}
+
+// RowUpdateArg writes a placeholder bound to update argument i of row j of
+// a batch (Shape.RowArgs).
+func (b *Builder) RowUpdateArg(j, i int) {
+	b.Refs = append(b.Refs, ArgRef{ArgRowUpdate, i, j})
+	b.WriteString(b.Syn.Placeholder(len(b.Refs)))
+}
+
+// ArgColumns returns, for each update argument in order, the column of the
+// assignment it belongs to: what a per-row argument is typed as.
+func ArgColumns(ups []dialect.Assignment) []string {
+	var cols []string
+	var walk func(col string, e dialect.Expr)
+	walk = func(col string, e dialect.Expr) {
+		if e.Op == dialect.OpArg {
+			for len(cols) <= e.Arg {
+				cols = append(cols, "")
+			}
+			cols[e.Arg] = col
+		}
+		for _, a := range e.Args {
+			walk(col, a)
+		}
+	}
+	for _, a := range ups {
+		walk(a.Column, a.Expr)
+	}
+	return cols
 }
 
 // Count writes a placeholder bound to the number of real rows of a batch
