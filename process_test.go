@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 
@@ -24,7 +25,7 @@ import (
 const (
 	envWorkerDSN   = "GOC_TEST_WORKER_DSN"
 	envWorkerTable = "GOC_TEST_WORKER_TABLE"
-	envWorkerMode  = "GOC_TEST_WORKER_MODE" // "get", "update" or "naive"
+	envWorkerMode  = "GOC_TEST_WORKER_MODE" // "get", "update" or "naive"; "coalesce-get", "coalesce-update" on a coalescing table
 	envWorkerNoRet = "GOC_TEST_WORKER_NORETURNING"
 	envWorkerPgx   = "GOC_TEST_WORKER_PGX"
 )
@@ -55,7 +56,8 @@ func worker(in io.Reader, out io.Writer) error {
 		return err
 	}
 	defer db.Close()
-	cfg := getorcreate.Config{Table: os.Getenv(envWorkerTable), Key: []string{"name"}}
+	mode, coalesce := strings.CutPrefix(os.Getenv(envWorkerMode), "coalesce-")
+	cfg := getorcreate.Config{Table: os.Getenv(envWorkerTable), Key: []string{"name"}, Coalesce: coalesce}
 	if os.Getenv(envWorkerNoRet) != "" {
 		cfg.Dialect = mysql.NoReturning
 	}
@@ -78,7 +80,7 @@ func worker(in io.Reader, out io.Writer) error {
 		ph = "$1"
 	}
 	op := func(key string) outcome {
-		switch os.Getenv(envWorkerMode) {
+		switch mode {
 		case "update":
 			res, err := tags.UpdateOrCreate(ctx, Tag{Name: key, Count: 1}, getorcreate.Add("count", 1))
 			return outcome{res.Row.ID, res.Created, err}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -36,6 +37,11 @@ func flags(cfg *tagd.Config, tokenFile *string, logLevel *slog.Level, jsonLogs *
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", 15*time.Second, "time a client has to send a request body (408 after)")
 	fs.IntVar(&cfg.MaxConns, "db-max-conns", 0, "database pool size (0: 8 for SQLite, 64 for servers)")
 	fs.StringVar(&cfg.TablePrefix, "table-prefix", "", "prefix for table names, to share a database")
+	fs.BoolFunc("coalesce", "coalesce concurrent tag submissions into shared statements (default true; --coalesce=false turns it off)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		cfg.NoCoalesce = !on
+		return err
+	})
 	fs.DurationVar(&cfg.DBTimeout, "db-timeout", 5*time.Second, "database time allowed per request before answering 503")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests on SIGINT/SIGTERM")
 	fs.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long Idempotency-Keys are kept (a resend after that is applied again)")

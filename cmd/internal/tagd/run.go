@@ -34,6 +34,10 @@ type Config struct {
 	TablePrefix string
 	// MaxConns caps the database pool; zero keeps the dsn package's sizing.
 	MaxConns int
+	// NoCoalesce turns off getorcreate's Config.Coalesce on the store's
+	// tables (on by default: POSTs without an Idempotency-Key that arrive
+	// together share their statements).
+	NoCoalesce bool
 	// OpsAddr, when set, is a second listen address serving /metrics,
 	// /readyz and /healthz without the token; the main address then answers
 	// 404 for the first two. Meant for a private interface.
@@ -110,7 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 		db.SetMaxOpenConns(cfg.MaxConns)
 		db.SetMaxIdleConns(cfg.MaxConns)
 	}
-	store, err := OpenStore(ctx, db, parsed.Kind, cfg.TablePrefix)
+	store, err := OpenStoreCoalescing(ctx, db, parsed.Kind, cfg.TablePrefix, !cfg.NoCoalesce)
 	if err != nil {
 		return err
 	}

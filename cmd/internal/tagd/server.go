@@ -706,6 +706,29 @@ func (s *Server) postTag(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "invalid_tag", `the body needs a "name" string`)
 		return
 	}
+	if key == "" && s.store.Coalescing() {
+		// Without an Idempotency-Key nothing else goes in the request's
+		// transaction: the store's coalesced calls serve it.
+		ctx, cancel := s.dbContext(r)
+		defer cancel()
+		tag, o, err := s.store.Submit(ctx, *name)
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		s.count([]Outcome{o}, o.Attempts)
+		status, location := http.StatusOK, ""
+		if o.Created {
+			status, location = http.StatusCreated, "/api/tags/"+url.PathEscape(tag.Key)
+		}
+		a, err := recordJSON(status, location, TagAnswer{tag, o.Created})
+		if err != nil {
+			s.fail(w, r, "internal", "internal error; see the server log")
+			return
+		}
+		s.answer(w, a, false)
+		return
+	}
 	s.write(w, r, key, map[string]string{"name": *name}, func(ctx context.Context, tx *sql.Tx) (recorded, []Outcome, error) {
 		tag, o, err := s.store.SubmitTx(ctx, tx, *name)
 		if err != nil {

@@ -75,7 +75,13 @@ type Store struct {
 	lib *libraryTracer
 	// replica, when set, serves Get and List (see UseReplica).
 	replica *sql.DB
+	// coalesce: the tables coalesce (OpenStoreCoalescing), and Submit uses
+	// the calls that do.
+	coalesce bool
 }
+
+// Coalescing reports whether the store's tables coalesce concurrent calls.
+func (s *Store) Coalescing() bool { return s.coalesce }
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,32}$`)
 
@@ -83,16 +89,23 @@ var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,32}$`)
 // empty) and returns a Store. kind is the dsn.Parsed kind: "sqlite",
 // "postgres" or "mysql".
 func OpenStore(ctx context.Context, db *sql.DB, kind, prefix string) (*Store, error) {
+	return OpenStoreCoalescing(ctx, db, kind, prefix, false)
+}
+
+// OpenStoreCoalescing is OpenStore with getorcreate's Config.Coalesce set on
+// its tables when coalesce is: Submit then sends the tag's and its minute's
+// counts as two coalesced calls, which concurrent submissions share.
+func OpenStoreCoalescing(ctx context.Context, db *sql.DB, kind, prefix string, coalesce bool) (*Store, error) {
 	if !prefixRE.MatchString(prefix) {
 		return nil, fmt.Errorf("tagd: table prefix %q: use at most 32 of a-z, 0-9 and _", prefix)
 	}
 	if err := migrate(ctx, db, kind, prefix); err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, kind: kind, prefix: prefix, lib: newLibraryTracer(prefix)}
+	s := &Store{db: db, kind: kind, prefix: prefix, lib: newLibraryTracer(prefix), coalesce: coalesce}
 	var err error
 	open := func(table string, key ...string) getorcreate.Config {
-		return getorcreate.Config{Table: prefix + table, Key: key, Tracer: s.lib}
+		return getorcreate.Config{Table: prefix + table, Key: key, Tracer: s.lib, Coalesce: coalesce}
 	}
 	if s.tags, err = getorcreate.OpenConfig[Tag](ctx, db, open("tags", "tag_key")); err != nil {
 		return nil, fmt.Errorf("tagd: %w", err)
@@ -143,7 +156,17 @@ type Outcome struct {
 // transaction of two race-free UpdateOrCreate calls (the tag row first,
 // then its minute, the order every writer takes, so they cannot deadlock on
 // each other's rows).
+//
+// On a coalescing store the two are coalesced calls of their own, each in
+// the library's own transaction, the tag's first: concurrent submissions
+// share their statements, but a failure between them (the minute's write
+// failing after the tag's committed) leaves the tag counted and the minute
+// not, and the tag's count is a total that the minutes then undercount by
+// one.
 func (s *Store) Submit(ctx context.Context, name string) (Tag, Outcome, error) {
+	if s.coalesce {
+		return s.submitCoalesced(ctx, name)
+	}
 	var tag Tag
 	var o Outcome
 	attempts := 0
@@ -180,6 +203,25 @@ func (s *Store) SubmitTx(ctx context.Context, tx *sql.Tx, name string) (Tag, Out
 		return Tag{}, Outcome{}, err
 	}
 	return utc(res.Row), Outcome{Created: res.Created, Attempts: 1, Raced: rec.raced()}, nil
+}
+
+func (s *Store) submitCoalesced(ctx context.Context, name string) (Tag, Outcome, error) {
+	key, display, err := Canonical(name)
+	if err != nil {
+		return Tag{}, Outcome{}, err
+	}
+	t := now()
+	ctx, rec := withCallRecord(ctx)
+	res, err := s.tags.UpdateOrCreate(ctx,
+		Tag{Key: key, Name: display, Count: 1, CreatedAt: t, UpdatedAt: t},
+		getorcreate.Add("count", 1), getorcreate.Set("updated_at", t))
+	if err != nil {
+		return Tag{}, Outcome{}, err
+	}
+	if _, err := s.minutes.UpdateOrCreate(ctx, tagMinute{res.Row.ID, unixMinute(t), 1}, getorcreate.Add("count", 1)); err != nil {
+		return Tag{}, Outcome{}, err
+	}
+	return utc(res.Row), Outcome{Created: res.Created, Attempts: res.Attempts, Raced: rec.raced()}, nil
 }
 
 // Once runs fn at most once per request id (see getorcreate.Ledger.Once):
