@@ -38,7 +38,7 @@ func (t *Table[T]) GetOrCreateMany(ctx context.Context, rows []T) ([]Result[T], 
 // transactions can deadlock on MariaDB/MySQL (each holding a shared lock
 // from its read, each waiting to write).
 func (t *Table[T]) GetOrCreateManyTx(ctx context.Context, tx Querier, rows []T) ([]Result[T], error) {
-	return t.many(ctx, adapt(tx), rows, nil, false)
+	return t.many(ctx, t.adapt(tx), rows, nil, false)
 }
 
 // UpdateOrCreateMany is UpdateOrCreate for many rows at once, with the same
@@ -51,7 +51,7 @@ func (t *Table[T]) UpdateOrCreateMany(ctx context.Context, rows []T, updates ...
 
 // UpdateOrCreateManyTx is UpdateOrCreateMany inside the caller's transaction.
 func (t *Table[T]) UpdateOrCreateManyTx(ctx context.Context, tx Querier, rows []T, updates ...Update) ([]Result[T], error) {
-	return t.many(ctx, adapt(tx), rows, updates, true)
+	return t.many(ctx, t.adapt(tx), rows, updates, true)
 }
 
 // bulkCall is one bulk call in preparation: the inputs' values, their
@@ -134,6 +134,7 @@ func (t *Table[T]) many(ctx context.Context, q dialect.Querier, rows []T, ups []
 		created += b2i(res[i].Created)
 	}
 	tc.end(ctx, PathBulk, created, o.attempts, nil)
+	t.grew(created)
 	return res, nil
 }
 

@@ -25,9 +25,9 @@ func adapt(q Querier) dialect.Querier {
 	case dialect.Querier:
 		return v
 	case *sql.Tx:
-		return sqlTx{v}
+		return sqlTx{tx: v}
 	case *sql.Conn:
-		return sqlConn{v}
+		return sqlConn{c: v}
 	case *sql.DB:
 		return sqlDB{db: v}
 	}
@@ -44,24 +44,34 @@ func rowsOf(r *sql.Rows, err error) (dialect.Rows, error) {
 // sqlDB runs statements on a pool. With a statement cache (for the
 // table's own calls, where the driver would otherwise prepare every
 // statement anew) each statement is prepared once per connection.
+//
+// replan, set only on a pool whose driver Open asked (the table's own and
+// its replica), is the table's switch for having statements planned for
+// their values (dialect.Replan); the connections and transactions taken
+// from the pool obey it too. A caller's handle never gets it: the library
+// cannot tell which driver a *sql.Tx runs on.
 type sqlDB struct {
-	db    *sql.DB
-	stmts *stmtCache
+	db     *sql.DB
+	stmts  *stmtCache
+	replan *dialect.Replan
 }
 
 func (s sqlDB) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
 	if st := s.stmts.get(ctx, q); st != nil {
 		return rowsOf(st.QueryContext(ctx, args...))
 	}
-	return rowsOf(s.db.QueryContext(ctx, q, args...))
+	return rowsOf(s.db.QueryContext(ctx, q, s.replan.Args(args)...))
 }
 
 func (s sqlDB) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
 	if st := s.stmts.get(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return s.db.ExecContext(ctx, q, args...)
+	return s.db.ExecContext(ctx, q, s.replan.Args(args)...)
 }
+
+// Replan is the switch the pool's statements obey, or nil.
+func (s sqlDB) Replan() *dialect.Replan { return s.replan }
 
 // stmtCache holds prepared statements by their text, up to a bound; past
 // it, and when a prepare fails, statements run unprepared.
@@ -113,32 +123,72 @@ func (s sqlDB) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, e
 	if err != nil {
 		return nil, err
 	}
-	return sqlTx{tx}, nil
+	return sqlTx{tx, s.replan}, nil
 }
 
-type sqlTx struct{ tx *sql.Tx }
+type sqlTx struct {
+	tx     *sql.Tx
+	replan *dialect.Replan
+}
 
 func (s sqlTx) IsTx() bool { return true }
 
 func (s sqlTx) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
-	return rowsOf(s.tx.QueryContext(ctx, q, args...))
+	return rowsOf(s.tx.QueryContext(ctx, q, s.replan.Args(args)...))
 }
 
 func (s sqlTx) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
-	return s.tx.ExecContext(ctx, q, args...)
+	return s.tx.ExecContext(ctx, q, s.replan.Args(args)...)
 }
 
 func (s sqlTx) Commit(context.Context) error   { return s.tx.Commit() }
 func (s sqlTx) Rollback(context.Context) error { return s.tx.Rollback() }
 
-type sqlConn struct{ c *sql.Conn }
+type sqlConn struct {
+	c      *sql.Conn
+	replan *dialect.Replan
+}
 
 func (s sqlConn) Query(ctx context.Context, q string, args ...any) (dialect.Rows, error) {
-	return rowsOf(s.c.QueryContext(ctx, q, args...))
+	return rowsOf(s.c.QueryContext(ctx, q, s.replan.Args(args)...))
 }
 
 func (s sqlConn) Exec(ctx context.Context, q string, args ...any) (dialect.Result, error) {
-	return s.c.ExecContext(ctx, q, args...)
+	return s.c.ExecContext(ctx, q, s.replan.Args(args)...)
+}
+
+// replanned makes q obey the switch r where q is known to take its
+// argument: a handle of the library's own on a pool whose driver Open
+// asked (it already has a switch), or a handle that says it can
+// (dialect.ReplanTaker, package pgxv5's). Any other handle is returned as
+// it is.
+func replanned(q dialect.Querier, r *dialect.Replan) dialect.Querier {
+	switch v := q.(type) {
+	case sqlDB:
+		if v.replan != nil {
+			v.replan = r
+		}
+		return v
+	case sqlTx:
+		if v.replan != nil {
+			v.replan = r
+		}
+		return v
+	case sqlConn:
+		if v.replan != nil {
+			v.replan = r
+		}
+		return v
+	case counted:
+		v.q = replanned(v.q, r)
+		return v
+	case countedTx:
+		v.q = replanned(v.q, r)
+		return v
+	case dialect.ReplanTaker:
+		return v.WithReplan(r)
+	}
+	return q
 }
 
 type sqlAny struct{ q Querier }

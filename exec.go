@@ -29,7 +29,7 @@ func (t *Table[T]) GetOrCreate(ctx context.Context, row T) (Result[T], error) {
 // which IsRetryable is true, and the caller should retry the whole
 // transaction (see RunTx).
 func (t *Table[T]) GetOrCreateTx(ctx context.Context, tx Querier, row T) (Result[T], error) {
-	return t.getOrCreate(ctx, adapt(tx), true, row, nil)
+	return t.getOrCreate(ctx, t.adapt(tx), true, row, nil)
 }
 
 // GetOrCreateFunc is GetOrCreate with create values computed lazily: key
@@ -42,7 +42,7 @@ func (t *Table[T]) GetOrCreateFunc(ctx context.Context, key T, create func(row *
 
 // GetOrCreateFuncTx is GetOrCreateFunc inside the caller's transaction.
 func (t *Table[T]) GetOrCreateFuncTx(ctx context.Context, tx Querier, key T, create func(row *T) error) (Result[T], error) {
-	return t.getOrCreate(ctx, adapt(tx), true, key, create)
+	return t.getOrCreate(ctx, t.adapt(tx), true, key, create)
 }
 
 // UpdateOrCreate applies the updates to the row whose key columns equal
@@ -58,10 +58,32 @@ func (t *Table[T]) UpdateOrCreate(ctx context.Context, row T, updates ...Update)
 
 // UpdateOrCreateTx is UpdateOrCreate inside the caller's transaction.
 func (t *Table[T]) UpdateOrCreateTx(ctx context.Context, tx Querier, row T, updates ...Update) (Result[T], error) {
-	return t.updateOrCreate(ctx, adapt(tx), true, row, updates)
+	return t.updateOrCreate(ctx, t.adapt(tx), true, row, updates)
 }
 
 const findsClamp = 32
+
+// adapt is the package's adapt for a caller's handle, obeying the table's
+// switch for planning statements where the handle can (see replanned).
+func (t *tableCore) adapt(q Querier) dialect.Querier {
+	if t.replan == nil {
+		return adapt(q)
+	}
+	return replanned(adapt(q), t.replan)
+}
+
+// grew counts rows the table's calls created, and turns the table's
+// switch for planning statements off once they are as many as the
+// dialect asked for: from then on the server's cached plans are made for a
+// table that has grown.
+func (t *tableCore) grew(n int) {
+	if t.replan == nil || n == 0 {
+		return
+	}
+	if t.created.Add(int64(n)) >= t.feat.ReplanUntil {
+		t.replan.Set(false)
+	}
+}
 
 // learn records whether a call found its key, for Adaptive.
 func (t *tableCore) learn(found bool) {
@@ -191,6 +213,7 @@ func (t *Table[T]) getOrCreateTraced(ctx context.Context, tc *traced, q dialect.
 		return Result[T]{Row: row, Attempts: o.attempts}, err
 	}
 	t.learn(!res.Created)
+	t.grew(b2i(res.Created))
 	return res, nil
 }
 
@@ -255,6 +278,7 @@ func (t *Table[T]) updateOrCreateTraced(ctx context.Context, tc *traced, q diale
 		return Result[T]{Row: row, Attempts: o.attempts}, err
 	}
 	t.learn(!res.Created)
+	t.grew(b2i(res.Created))
 	return res, nil
 }
 
@@ -429,7 +453,7 @@ func (t *tableCore) pinned(ctx context.Context, q dialect.Querier, inTx bool, fn
 		return false, uncommitted(t.d.Interpret(err)) // nothing was sent
 	}
 	defer conn.Close()
-	return fn(sqlConn{conn})
+	return fn(sqlConn{conn, pool.replan})
 }
 
 // wrap turns an error into an *Error with its kind: the one place where a

@@ -181,7 +181,17 @@ func (t *Table[T]) UpdateOrCreateOnce(ctx context.Context, requestID string, row
 		return Result[T]{Row: row, Attempts: o.attempts}, err
 	}
 	t.learn(!res.Created)
+	t.grew(b2i(res.Created))
 	return res, nil
+}
+
+// own is the switch of the ledger's pool, for the transactions Once
+// begins on it: nil when its driver takes no argument for planning.
+func (l *Ledger) own() *dialect.Replan {
+	if s, ok := l.t.own.(sqlDB); ok {
+		return s.replan
+	}
+	return nil
 }
 
 // errReplay rolls back a write whose request id the ledger already holds.
@@ -193,6 +203,9 @@ var errReplay = errors.New("request already applied")
 // for it), it returns that row and errReplay, which rolls the transaction
 // back and so undoes this write.
 func (l *Ledger) record(ctx context.Context, q dialect.Querier, id, fp string, outcome []byte) (*ledgerEntry, error) {
+	// The ledger's statements obey the ledger table's switch, which its own
+	// size decides, in whichever transaction they run.
+	q = replanned(q, l.t.replan)
 	e, err := l.t.getOrCreate(ctx, q, true, ledgerEntry{RequestID: id, Fingerprint: fp, Outcome: string(outcome), CreatedAt: time.Now().UnixMilli()}, nil)
 	if err != nil {
 		return nil, err
@@ -232,7 +245,7 @@ func (l *Ledger) Once(ctx context.Context, requestID, fingerprint string, fn fun
 			}
 			outcome = out
 			// Base64, so that any bytes fit the ledger's text column.
-			first, err = l.record(ctx, sqlTx{tx}, requestID, fingerprint, []byte(base64.StdEncoding.EncodeToString(out)))
+			first, err = l.record(ctx, sqlTx{tx, l.own()}, requestID, fingerprint, []byte(base64.StdEncoding.EncodeToString(out)))
 			return err
 		})
 	}

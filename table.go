@@ -193,6 +193,11 @@ type tableCore struct {
 	maxFlight int
 	lanes     sync.Map
 	flights   sync.WaitGroup
+	// replan is the switch that has the table's statements planned for
+	// their values while the table is small (dialect.Features.ReplanUntil),
+	// or nil; created counts the rows its calls created meanwhile.
+	replan  *dialect.Replan
+	created atomic.Int64
 }
 
 // Open inspects the table once and returns a handle for get-or-create and
@@ -222,11 +227,43 @@ func OpenConfig[T any](ctx context.Context, db *sql.DB, cfg Config) (*Table[T], 
 	if err := checkSession(ctx, d, db); err != nil {
 		return nil, err
 	}
-	t, err := OpenDriver[T](ctx, d, sqlDB{db: db}, sqlDB{db: db}, cfg)
+	own := sqlDB{db: db, replan: replanOf(ctx, d, db)}
+	if cfg.Replica != nil {
+		if rdb, ok := cfg.Replica.(*sql.DB); ok && own.replan != nil {
+			cfg.Replica = replicaDB{sqlDB{db: rdb, replan: replanOf(ctx, d, rdb)}}
+		}
+	}
+	t, err := OpenDriver[T](ctx, d, own, own, cfg)
 	if err == nil && t.feat.PrepareOnce {
 		t.own = sqlDB{db: db, stmts: &stmtCache{db: db}}
 	}
 	return t, err
+}
+
+// replanOf asks the dialect, where it can tell, for the argument that has
+// db's driver plan a statement for its values, and returns a switch for
+// it (off), or nil.
+func replanOf(ctx context.Context, d dialect.Dialect, db *sql.DB) *dialect.Replan {
+	p, ok := d.(dialect.ReplanProber)
+	if !ok {
+		return nil
+	}
+	if arg := p.ReplanArg(ctx, db); arg != nil {
+		return dialect.NewReplan(arg)
+	}
+	return nil
+}
+
+// replicaDB carries a replica pool that Open asked about to OpenDriver,
+// which takes Config.Replica as a Querier.
+type replicaDB struct{ sqlDB }
+
+func (replicaDB) ExecContext(context.Context, string, ...any) (sql.Result, error) {
+	return nil, errors.New("getorcreate: replicaDB is internal")
+}
+
+func (replicaDB) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
+	return nil, errors.New("getorcreate: replicaDB is internal")
 }
 
 func dialectOf(ctx context.Context, db *sql.DB, cfg Config) (dialect.Dialect, error) {
@@ -256,8 +293,18 @@ func OpenDriver[T any](ctx context.Context, d dialect.Dialect, q dialect.Querier
 	if err := t.inspect(ctx, cfg); err != nil {
 		return nil, err
 	}
+	if r, ok := q.(dialect.Replanner); ok && t.feat.ReplanUntil > 0 {
+		if t.replan = r.Replan(); t.replan != nil {
+			t.replan.Set(true)
+		}
+	}
 	if cfg.Replica != nil {
-		t.replica = adapt(cfg.Replica)
+		if rd, ok := cfg.Replica.(replicaDB); ok {
+			// A replica's table is the primary's: its size is the same.
+			t.replica = replanned(rd.sqlDB, t.replan)
+		} else {
+			t.replica = t.adapt(cfg.Replica)
+		}
 	}
 	return t, nil
 }

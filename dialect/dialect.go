@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Querier runs one statement. The library adapts *sql.DB, *sql.Tx,
@@ -261,6 +262,61 @@ type Features struct {
 	// Refusal, when set, is why no table can be used safely on this
 	// connection as it is set up, and the fix: Open refuses the table.
 	Refusal *Refusal
+	// ReplanUntil, when not 0, says the table was too small at Open for a
+	// plan the server caches now to serve it once it has grown
+	// (PostgreSQL: a generic plan made on an empty table is a sequential
+	// scan, CL-9): the core has each statement planned for its values (see
+	// Replan) until its calls have created this many rows.
+	ReplanUntil int64
+}
+
+// Replan is a table's switch for having each statement planned for the
+// values it runs with instead of run by a plan the server cached for the
+// statement. Arg is the driver's way of asking for that, passed as a
+// statement's first argument (pgx: a QueryExecMode); the Queriers that
+// know their driver takes it add it while the switch is on.
+type Replan struct {
+	Arg any
+	on  atomic.Bool
+}
+
+// NewReplan returns a switch for arg, off.
+func NewReplan(arg any) *Replan { return &Replan{Arg: arg} }
+
+// Set turns the switch on or off.
+func (r *Replan) Set(on bool) { r.on.Store(on) }
+
+// On reports whether statements are planned for their values.
+func (r *Replan) On() bool { return r != nil && r.on.Load() }
+
+// Args returns args with Arg in front while the switch is on.
+func (r *Replan) Args(args []any) []any {
+	if !r.On() {
+		return args
+	}
+	out := make([]any, 0, len(args)+1)
+	return append(append(out, r.Arg), args...)
+}
+
+// Replanner is implemented by a handle of the library's own whose driver
+// can have a statement planned for its values: Replan is the switch it
+// obeys (nil when its statements are never run by a cached plan).
+type Replanner interface {
+	Replan() *Replan
+}
+
+// ReplanTaker is implemented by a caller's handle (a ...Tx call's) that
+// can obey a table's switch: WithReplan returns it obeying r.
+type ReplanTaker interface {
+	WithReplan(r *Replan) Querier
+}
+
+// ReplanProber is implemented by a dialect whose driver may run
+// statements by plans the server cached. ReplanArg returns the argument
+// that makes db's driver plan a statement for its values, or nil when db
+// needs none (it never caches plans) or cannot take one.
+type ReplanProber interface {
+	ReplanArg(ctx context.Context, db *sql.DB) any
 }
 
 // Refusal is a setting of the connection that would let the database

@@ -35,7 +35,10 @@ func OpenConfig[T any](ctx context.Context, pool *pgxpool.Pool, cfg getorcreate.
 	if err := checkPool(ctx, pool); err != nil {
 		return nil, err
 	}
-	p := poolQ{pool}
+	p := poolQ{p: pool}
+	if caches(pool.Config().ConnConfig) {
+		p.replan = dialect.NewReplan(pgx.QueryExecModeCacheDescribe)
+	}
 	d := cfg.Dialect
 	if d == nil {
 		d = postgres.Dialect
@@ -52,7 +55,17 @@ type Handle interface {
 // Tx adapts a pgx.Tx (or a *pgx.Conn or *pgxpool.Pool) for the ...Tx calls
 // of a table: tags.GetOrCreateTx(ctx, pgxv5.Tx(tx), row). The library runs
 // its statements on it and never commits or rolls back.
-func Tx(h Handle) getorcreate.Querier { return handleQ{h} }
+func Tx(h Handle) getorcreate.Querier { return handleQ{h: h} }
+
+// caches reports whether pgx runs statements by named prepared statements
+// on connections of cfg (its default exec mode), for which PostgreSQL may
+// cache a generic plan. A table opened while small has its statements
+// planned for their values instead (see dialect/postgres, CL-9), by the
+// exec mode cache_describe, which prepares unnamed statements: still one
+// round trip per statement once their descriptions are cached.
+func caches(cfg *pgx.ConnConfig) bool {
+	return cfg != nil && cfg.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+}
 
 // RunTx runs fn in a transaction on pool and commits it, running fn again
 // from the start when it or the commit fails with an error for which
@@ -77,10 +90,16 @@ func RunTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(
 	})
 }
 
-type poolQ struct{ p *pgxpool.Pool }
+// poolQ is the table's own pool. replan, when the pool's exec mode lets
+// the server cache plans, is the table's switch for planning each
+// statement for its values; the transactions begun on the pool obey it.
+type poolQ struct {
+	p      *pgxpool.Pool
+	replan *dialect.Replan
+}
 
 func (q poolQ) Query(ctx context.Context, s string, args ...any) (dialect.Rows, error) {
-	r, err := q.p.Query(ctx, s, args...)
+	r, err := q.p.Query(ctx, s, q.replan.Args(args)...)
 	if err != nil {
 		return nil, err
 	}
@@ -88,9 +107,12 @@ func (q poolQ) Query(ctx context.Context, s string, args ...any) (dialect.Rows, 
 }
 
 func (q poolQ) Exec(ctx context.Context, s string, args ...any) (dialect.Result, error) {
-	tag, err := q.p.Exec(ctx, s, args...)
+	tag, err := q.p.Exec(ctx, s, q.replan.Args(args)...)
 	return result{tag}, err
 }
+
+// Replan is the switch the pool's statements obey, or nil.
+func (q poolQ) Replan() *dialect.Replan { return q.replan }
 
 var isoLevels = map[sql.IsolationLevel]pgx.TxIsoLevel{
 	sql.LevelReadCommitted:  pgx.ReadCommitted,
@@ -103,7 +125,7 @@ func (q poolQ) Begin(ctx context.Context, iso sql.IsolationLevel) (dialect.Tx, e
 	if err != nil {
 		return nil, err
 	}
-	return txQ{handleQ{tx}, tx}, nil
+	return txQ{handleQ{tx, q.replan}, tx}, nil
 }
 
 type txQ struct {
@@ -117,10 +139,13 @@ func (t txQ) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
 // handleQ is the adapter Tx returns. Its database/sql methods exist only so
 // that it can be passed where a getorcreate.Querier is asked for; the
 // library uses Query and Exec.
-type handleQ struct{ h Handle }
+type handleQ struct {
+	h      Handle
+	replan *dialect.Replan
+}
 
 func (q handleQ) Query(ctx context.Context, s string, args ...any) (dialect.Rows, error) {
-	r, err := q.h.Query(ctx, s, args...)
+	r, err := q.h.Query(ctx, s, q.replan.Args(args)...)
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +153,31 @@ func (q handleQ) Query(ctx context.Context, s string, args ...any) (dialect.Rows
 }
 
 func (q handleQ) Exec(ctx context.Context, s string, args ...any) (dialect.Result, error) {
-	tag, err := q.h.Exec(ctx, s, args...)
+	tag, err := q.h.Exec(ctx, s, q.replan.Args(args)...)
 	return result{tag}, err
+}
+
+// WithReplan returns the handle obeying a table's switch for planning
+// statements, when the handle's exec mode lets the server cache plans:
+// pgx always takes the switch's argument, an exec mode.
+func (q handleQ) WithReplan(r *dialect.Replan) dialect.Querier {
+	var cfg *pgx.ConnConfig
+	switch h := q.h.(type) {
+	case pgx.Tx:
+		cfg = h.Conn().Config()
+	case *pgx.Conn:
+		cfg = h.Config()
+	case *pgxpool.Pool:
+		cfg = h.Config().ConnConfig
+	case *pgxpool.Conn:
+		cfg = h.Conn().Config()
+	default:
+		return q // a Handle of the caller's own: its mode is not known
+	}
+	if caches(cfg) {
+		q.replan = r
+	}
+	return q
 }
 
 // IsTx reports whether the handle is a transaction.
@@ -171,5 +219,7 @@ var (
 	_ dialect.Beginner    = poolQ{}
 	_ dialect.Tx          = txQ{}
 	_ getorcreate.Querier = handleQ{}
+	_ dialect.ReplanTaker = handleQ{}
+	_ dialect.Replanner   = poolQ{}
 	_ driver.Result       = result{}
 )

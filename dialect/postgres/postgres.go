@@ -5,6 +5,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/getorcreate/getorcreate/dialect"
 	"github.com/getorcreate/getorcreate/dialect/internal/sqlbuild"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -63,12 +65,16 @@ func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string)
 		return nil, f, dialect.ErrNoTable
 	}
 	var oid *uint32
-	if err := sqlbuild.QueryEach(ctx, q, `SELECT to_regclass($1)::oid`, []any{quote(table)},
-		func(r dialect.Rows) error { return r.Scan(&oid) }); err != nil {
+	var pages *int64
+	if err := sqlbuild.QueryEach(ctx, q, `SELECT to_regclass($1)::oid, pg_relation_size(to_regclass($1)) / current_setting('block_size')::int`, []any{quote(table)},
+		func(r dialect.Rows) error { return r.Scan(&oid, &pages) }); err != nil {
 		return nil, f, err
 	}
 	if oid == nil {
 		return nil, f, dialect.ErrNoTable
+	}
+	if pages != nil && *pages < smallPages {
+		f.ReplanUntil = replanRows
 	}
 	err := sqlbuild.QueryEach(ctx, q, `
 SELECT a.attname,
@@ -135,6 +141,57 @@ ORDER BY c.relname`, []any{*oid}, func(r dialect.Rows) error {
 	}
 	s.Triggers, err = sqlbuild.QueryStrings(ctx, q, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname`, *oid)
 	return s, f, err
+}
+
+// A table of fewer than smallPages pages at Open gets its statements
+// planned for their values until the table's calls have created
+// replanRows rows (CL-9). pgx prepares every statement, and PostgreSQL
+// may switch a prepared statement to a generic plan from its sixth
+// execution, made once for the table as it is then: on an empty or
+// near-empty table that is a sequential scan for the lookup, the UPDATE
+// and the guarded insert's NOT EXISTS, and it is kept while the table
+// grows, until an ANALYZE. A sequential scan is cheaper than the unique
+// index up to a few pages; replanRows rows are at least 16 pages of the
+// narrowest rows a key table has (about 250 to a page), so the generic
+// plan made after the switch is an index scan. Planning every statement
+// costs the server CPU (a fresh key's guarded insert ran at about 0.6x
+// the cached plan here), which is why the cached plans are used again
+// once the table has grown.
+const (
+	smallPages = 16
+	replanRows = 4096
+)
+
+var _ dialect.ReplanProber = pgDialect{}
+
+// ReplanArg returns pgx.QueryExecModeCacheDescribe for a *sql.DB on pgx
+// in its default exec mode (which prepares each statement under a name and
+// so lets the server cache a generic plan for it): in that mode pgx
+// prepares an unnamed statement, which PostgreSQL plans for the values
+// bound to it, still in one round trip once pgx has cached its
+// description. Other modes plan each statement anyway (exec, describe
+// exec, simple protocol, cache describe), as does lib/pq, which prepares
+// unnamed statements only. A driver that wraps pgx's hides its mode: one
+// statement asks whether the argument reaches pgx, which takes it as an
+// option, where any other driver would send it as a parameter the
+// statement does not have and fail.
+func (pgDialect) ReplanArg(ctx context.Context, db *sql.DB) any {
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	if pc := pgxConn(c); pc != nil {
+		if pc.Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+			return nil
+		}
+		return pgx.QueryExecModeCacheDescribe
+	}
+	var one int
+	if err := c.QueryRowContext(ctx, "SELECT 1", pgx.QueryExecModeCacheDescribe).Scan(&one); err != nil || one != 1 {
+		return nil
+	}
+	return pgx.QueryExecModeCacheDescribe
 }
 
 // describe fills in what a column of type typname (pg_type.typname) with
