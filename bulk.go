@@ -74,7 +74,10 @@ type bulkCall struct {
 	rowArgs [][]any
 	argKeys []string
 	perRow  bool
-	failed  int // the input a dialect named as the cause of a failure, or -1
+	// autocommit: the batch is one atomic statement (Features.AtomicBulkUpsert)
+	// and is sent on its own, with no BEGIN and COMMIT around it.
+	autocommit bool
+	failed     int // the input a dialect named as the cause of a failure, or -1
 }
 
 // sameArgs reports whether inputs i and j can share a statement as far as
@@ -224,6 +227,12 @@ func (t *tableCore) execBulk(ctx context.Context, tc *traced, q dialect.Querier,
 		m.inTx, m.callerTx = true, isTx(q)
 		q = tc.wrap(q)
 		_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) { return runAll(q, m.callerTx) })
+		return o, err
+	}
+	if bc.autocommit {
+		_, o, err := t.run(ctx, tc, bc.op, m, func() (bool, error) {
+			return t.pinned(ctx, t.own, false, func(q dialect.Querier) (bool, error) { return runAll(tc.wrap(q), false) })
+		})
 		return o, err
 	}
 	m.ownTx = true

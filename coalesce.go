@@ -360,6 +360,7 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 		bc.order = append(bc.order, i)
 	}
 	slices.SortFunc(bc.order, func(a, b int) int { return cmp.Compare(bc.keys[a], bc.keys[b]) })
+	bc.autocommit = update && t.feat.AtomicBulkUpsert && t.dt.Where == "" && t.oneChunk(bc)
 	var statements int
 	var btc *traced
 	if t.tracer != nil {
@@ -419,6 +420,21 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 			tell(w, verdict{created: created[i] && k == 0, o: o})
 		}
 	}
+}
+
+// oneChunk reports whether execBulk sends bc as one chunk: every input of
+// one statement shape, their arguments bound per row or all equal, within
+// the size limit.
+func (t *Table[T]) oneChunk(bc *bulkCall) bool {
+	if len(bc.order) > t.bulkLimit(len(bc.updateArgs), bc.perRow) {
+		return false
+	}
+	for _, i := range bc.order {
+		if bc.omits[i] != bc.omits[bc.order[0]] || !bc.sameArgs(i, bc.order[0]) {
+			return false
+		}
+	}
+	return true
 }
 
 // batchContext is what a batch runs in once sent: not cancelled with any

@@ -29,3 +29,7 @@ func Flying[T any](t *Table[T]) int {
 	})
 	return n
 }
+
+// SetMaxFlight sets how many batches of one shape t lets fly at once, for
+// the benchmarks that measure it.
+func SetMaxFlight[T any](t *Table[T], n int) { t.maxFlight = n }

@@ -259,6 +259,10 @@ type Features struct {
 	// row before the first update, so a per-row variable would hold the
 	// last row's value.
 	BulkRowArgs bool
+	// AtomicBulkUpsert: a chunk of a bulk upsert is one statement (on a
+	// table without a partial arbiter), atomic by itself, so a batch of
+	// one chunk needs no transaction around it (PostgreSQL).
+	AtomicBulkUpsert bool
 	// Refusal, when set, is why no table can be used safely on this
 	// connection as it is set up, and the fix: Open refuses the table.
 	Refusal *Refusal

@@ -50,7 +50,7 @@ func (pgDialect) Detect(ctx context.Context, q dialect.Querier) bool {
 }
 
 func (d pgDialect) Inspect(ctx context.Context, q dialect.Querier, table string) (*dialect.Schema, dialect.Features, error) {
-	f := dialect.Features{MaxParams: 65535, PartialIndexes: true, BulkRowArgs: true}
+	f := dialect.Features{MaxParams: 65535, PartialIndexes: true, BulkRowArgs: true, AtomicBulkUpsert: true}
 	s := &dialect.Schema{Table: table}
 	var vnum int
 	if err := sqlbuild.QueryEach(ctx, q, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`, nil,
