@@ -369,10 +369,14 @@ func holdLane(t *testing.T, db *testdb.DB, items *getorcreate.Table[item], table
 	return release, func() error { return <-done }
 }
 
-// coalescedCall is GetOrCreate ("get") or UpdateOrCreate adding 1 ("update").
+// coalescedCall is GetOrCreate ("get"), UpdateOrCreate adding 1
+// ("update") or setting the note to the row's ("set").
 func coalescedCall(ctx context.Context, items *getorcreate.Table[item], op string, row item) (getorcreate.Result[item], error) {
-	if op == "get" {
+	switch op {
+	case "get":
 		return items.GetOrCreate(ctx, row)
+	case "set":
+		return items.UpdateOrCreate(ctx, row, getorcreate.Set("note", row.Note))
 	}
 	return items.UpdateOrCreate(ctx, row, getorcreate.Add("count", 1))
 }
@@ -388,11 +392,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-func openItems(t *testing.T, db *testdb.DB) (*getorcreate.Table[item], string) {
+func openItems(t *testing.T, db *testdb.DB, tracer ...getorcreate.Tracer) (*getorcreate.Table[item], string) {
 	t.Helper()
 	table := db.Create(t, itemDDL)
 	db.Exec(t, "INSERT INTO "+table+" (name, count, code) VALUES ('held', 0, NULL), ('owner', 0, 'taken')")
-	items, err := testdb.OpenTable[item](db, getorcreate.Config{Table: table, Key: []string{"name"}, Coalesce: true})
+	cfg := getorcreate.Config{Table: table, Key: []string{"name"}, Coalesce: true}
+	if len(tracer) > 0 {
+		cfg.Tracer = tracer[0]
+	}
+	items, err := testdb.OpenTable[item](db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,5 +593,62 @@ func TestCoalesceCancel(t *testing.T) {
 			}
 			t.Logf("first call: %v; count %d", firstErr, count)
 		})
+	})
+}
+
+// TestCoalesceBatchStatements pins the statements of one batch of four new
+// keys, as docs/HOW-IT-WORKS.md lists them ("Coalescing"): the batch's
+// first caller carries its count.
+func TestCoalesceBatchStatements(t *testing.T) {
+	want := map[string]map[string]int{ // op -> database kind -> statements
+		"update": {"postgres": 1, "mysql": 1, "sqlite": 3},
+		"set":    {"postgres": 1, "mysql": 4, "sqlite": 3},
+		"get":    {"postgres": 1, "mysql": 2, "sqlite": 3},
+	}
+	testdb.EachOf(t, testdb.Kinds(true), func(t *testing.T, db *testdb.DB) {
+		for _, op := range []string{"update", "set", "get"} {
+			t.Run(op, func(t *testing.T) {
+				ctx := context.Background()
+				rec := &recorder{}
+				items, table := openItems(t, db, rec)
+				release, wait := holdLane(t, db, items, table, op)
+				done := make(chan error, 4)
+				for i := range 4 {
+					go func() {
+						_, err := coalescedCall(ctx, items, op, item{Name: ptr(fmt.Sprintf("new-%d", i)), Count: 1, Note: ptr(fmt.Sprintf("n%d", i))})
+						done <- err
+					}()
+				}
+				waitFor(t, "four queued calls", func() bool { return getorcreate.Queued(items) == 4 })
+				release()
+				if err := wait(); err != nil {
+					t.Fatal(err)
+				}
+				for range 4 {
+					if err := <-done; err != nil {
+						t.Fatal(err)
+					}
+				}
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				stmts, members := 0, 0
+				for _, e := range rec.ends {
+					if e.Batch == 4 {
+						members++
+						stmts += e.Statements
+					}
+				}
+				if members != 4 {
+					t.Fatalf("%d calls traced in a batch of 4, want 4", members)
+				}
+				if db.Name == "mysql-noreturning" {
+					t.Logf("%s batch of 4 new keys: %d statements (each row through the single-row path)", op, stmts)
+					return
+				}
+				if w := want[op][db.Kind]; stmts != w {
+					t.Fatalf("%s batch of 4 new keys: %d statements, want %d", op, stmts, w)
+				}
+			})
+		}
 	})
 }
