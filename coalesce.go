@@ -29,8 +29,8 @@ import (
 // A batch is one bulk call (execBulk): its distinct keys in key order, in
 // one transaction of the library's own, retried whole. Within a batch, a
 // key appears once: GetOrCreate callers of one key share its row (the
-// first in arrival order gets Created), increments of one key (only Add
-// updates of integers) merge into one, and any other update of a key
+// first in arrival order gets Created), increments of one key (Add of
+// integers, with or without Sets) merge into one, and any other update of a key
 // already in the batch waits for the next batch, so a batch means what
 // its calls run one after the other would.
 
@@ -45,6 +45,53 @@ type lane[T any] struct {
 	mu     sync.Mutex
 	queue  []*waiter[T]
 	flying int
+	// blind counts the flights whose keys are not known (a call sent as
+	// soon as it came, unchecked), keys the keys of the others: a second
+	// flight takes only keys that no flight holds, so two batches of one
+	// process never wait for each other's row locks.
+	blind int
+	keys  map[string]int
+}
+
+// flight is one batch's (or one call's) hold on its lane.
+type flight struct {
+	keys  []string
+	blind bool
+}
+
+// hold records a flight; under l.mu.
+func (l *lane[T]) hold(f *flight) {
+	l.flying++
+	if f.blind {
+		l.blind++
+		return
+	}
+	if l.keys == nil {
+		l.keys = map[string]int{}
+	}
+	for _, k := range f.keys {
+		l.keys[k]++
+	}
+}
+
+// release ends a flight; under l.mu.
+func (l *lane[T]) release(f *flight) {
+	l.flying--
+	if f.blind {
+		l.blind--
+		return
+	}
+	for _, k := range f.keys {
+		if l.keys[k]--; l.keys[k] == 0 {
+			delete(l.keys, k)
+		}
+	}
+}
+
+// open reports whether a call on key may fly now, beside the flights up;
+// under l.mu.
+func (l *lane[T]) open(key string, most int) bool {
+	return len(l.queue) == 0 && l.flying < most && l.blind == 0 && l.keys[key] == 0
 }
 
 // The states of a waiter, under its lane's mutex.
@@ -68,12 +115,15 @@ type waiter[T any] struct {
 	ups    []Update
 	args   []any
 	argKey string
-	// deltas are, for UpdateOrCreate with only Add updates of integers to
-	// integer fields, each update's delta, and addPos their fields; nil
-	// otherwise. gives is set when the insert gives every added column (no
-	// DEFAULT fills one), so merged increments can be folded into it.
+	// deltas are, for UpdateOrCreate whose updates are all Add of Go
+	// integers to integer fields or Set of values its fields can hold, each
+	// update's delta (0 for a Set), pos their fields and set which are
+	// Sets; deltas is nil otherwise. gives is set when the insert gives
+	// every updated column (no DEFAULT fills one), so merged updates can be
+	// folded into it.
 	deltas []int64
-	addPos []int
+	pos    []int
+	set    []bool
 	gives  bool
 	state  int
 	done   chan verdict // buffered: a batch never waits for a caller
@@ -81,8 +131,8 @@ type waiter[T any] struct {
 
 // verdict is what a batch tells one of its callers.
 type verdict struct {
-	solo       bool // send the call alone (a batch of one, or after a batch that definitely failed)
-	lands      bool // with solo: the call is its lane's flight, and must land it
+	solo       bool    // send the call alone (a batch of one, or after a batch that definitely failed)
+	flight     *flight // with solo: the call is this flight of its lane, and must land it
 	created    bool
 	o          outcome
 	err        error
@@ -113,9 +163,15 @@ func (t *Table[T]) coalesced(ctx context.Context, row T, ups []Update) (Result[T
 		lk.sig = signature(ups)
 	}
 	l := t.lane(lk)
-	if l.tryFly(t.maxFlight) {
-		return t.alone(ctx, tc, l, row, ups, true)
+	l.mu.Lock()
+	if len(l.queue) == 0 && l.flying == 0 {
+		// Nothing in flight: sent at once, as the plain single call.
+		f := &flight{blind: true}
+		l.hold(f)
+		l.mu.Unlock()
+		return t.alone(ctx, tc, l, row, ups, f)
 	}
+	l.mu.Unlock()
 	// Checked before it joins, as a single call checks: a bad input fails
 	// here and never reaches a batch.
 	w := &waiter[T]{ctx: ctx, tc: tc, op: op, row: row, ups: ups, done: make(chan verdict, 1)}
@@ -142,11 +198,13 @@ func (t *Table[T]) coalesced(ctx context.Context, row T, ups []Update) (Result[T
 		t.increments(w)
 	}
 	l.mu.Lock()
-	if len(l.queue) == 0 && l.flying < t.maxFlight {
-		// The flight landed while the call was being checked.
-		l.flying++
+	if l.open(w.key, t.maxFlight) {
+		// The flight landed while the call was being checked, or its key
+		// is not in the one up.
+		f := &flight{keys: []string{w.key}}
+		l.hold(f)
 		l.mu.Unlock()
-		return t.alone(ctx, tc, l, row, ups, true)
+		return t.alone(ctx, tc, l, row, ups, f)
 	}
 	l.queue = append(l.queue, w)
 	l.mu.Unlock()
@@ -178,22 +236,11 @@ func (t *Table[T]) coalesced(ctx context.Context, row T, ups []Update) (Result[T
 	return Result[T]{Row: row}, err
 }
 
-// tryFly takes a flight of the lane when it is idle.
-func (l *lane[T]) tryFly(most int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.queue) == 0 && l.flying < most {
-		l.flying++
-		return true
-	}
-	return false
-}
-
-// alone sends one call as the plain single call; lands says it is the
-// lane's flight, landed when it returns.
-func (t *Table[T]) alone(ctx context.Context, tc *traced, l *lane[T], row T, ups []Update, lands bool) (Result[T], error) {
-	if lands {
-		defer t.land(l)
+// alone sends one call as the plain single call; f, when set, is the
+// lane's flight it is, landed when it returns.
+func (t *Table[T]) alone(ctx context.Context, tc *traced, l *lane[T], row T, ups []Update, f *flight) (Result[T], error) {
+	if f != nil {
+		defer t.land(l, f)
 	}
 	if tc != nil {
 		tc.data.Batch = 1
@@ -211,7 +258,7 @@ func (t *Table[T]) finish(w *waiter[T], l *lane[T], v verdict) (Result[T], error
 		w.tc.data.Retries = append(w.tc.data.Retries, v.retries...)
 	}
 	if v.solo {
-		return t.alone(w.ctx, w.tc, l, w.row, w.ups, v.lands)
+		return t.alone(w.ctx, w.tc, l, w.row, w.ups, v.flight)
 	}
 	if w.tc != nil {
 		w.tc.data.Batch = v.batch
@@ -236,17 +283,28 @@ func (t *Table[T]) finish(w *waiter[T], l *lane[T], v verdict) (Result[T], error
 
 // land ends one flight of the lane and starts the next batch, if calls
 // queued meanwhile.
-func (t *Table[T]) land(l *lane[T]) {
+func (t *Table[T]) land(l *lane[T], done *flight) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.flying--
-	for l.flying < t.maxFlight && len(l.queue) > 0 {
+	l.release(done)
+	for l.flying < t.maxFlight && len(l.queue) > 0 && l.blind == 0 {
 		batch := t.take(l)
-		l.flying++
+		if len(batch) == 0 {
+			break // every queued key is in the flight up
+		}
+		f := &flight{}
+		seen := make(map[string]bool, len(batch))
+		for _, w := range batch {
+			if !seen[w.key] {
+				seen[w.key] = true
+				f.keys = append(f.keys, w.key)
+			}
+		}
+		l.hold(f)
 		if len(batch) == 1 {
 			w := batch[0]
 			w.state = alone
-			w.done <- verdict{solo: true, lands: true}
+			w.done <- verdict{solo: true, flight: f}
 			continue
 		}
 		for _, w := range batch {
@@ -256,15 +314,15 @@ func (t *Table[T]) land(l *lane[T]) {
 		go func() {
 			defer t.flights.Done()
 			t.fly(batch)
-			t.land(l)
+			t.land(l, f)
 		}()
 	}
 }
 
 // take removes the next batch from the queue: the calls in arrival order,
-// up to the bulk size limit, leaving queued a call whose key is in the
-// batch already unless it can share (GetOrCreate) or merge (increments)
-// with it.
+// up to the bulk size limit, leaving queued a call whose key is in a
+// flight up, or in the batch already unless it can share (GetOrCreate) or
+// merge (increments) with it.
 func (t *Table[T]) take(l *lane[T]) []*waiter[T] {
 	limit := t.bulkLimit(len(l.queue[0].args), t.feat.BulkRowArgs && rowArgs(l.queue[0].ups))
 	type group struct {
@@ -277,6 +335,10 @@ func (t *Table[T]) take(l *lane[T]) []*waiter[T] {
 		if len(batch) == limit {
 			rest = append(rest, l.queue[i:]...)
 			break
+		}
+		if l.keys[w.key] > 0 {
+			rest = append(rest, w) // after the flight that holds its key
+			continue
 		}
 		g := groups[w.key]
 		if g == nil {
@@ -345,15 +407,18 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 			for _, w := range ws[1:] {
 				sums, _ = addAll(sums, w.deltas) // take checked the sums
 			}
-			for j, pos := range ws[0].addPos {
-				// The row to create has every increment but its own
-				// caller's: as if the first created it and the others
-				// then added theirs.
-				c.Values[pos] = reflect.ValueOf(c.Values[pos]).Int() + sums[j] - ws[0].deltas[j]
-			}
+			last := ws[len(ws)-1]
 			args := make([]any, len(sums))
-			for j, s := range sums {
-				args[j] = s
+			for j, pos := range ws[0].pos {
+				// The row to create is as if the first caller created it
+				// and the others then applied theirs: every increment but
+				// the first's, the last caller's Set values.
+				if ws[0].set[j] {
+					c.Values[pos], args[j] = last.args[j], last.args[j]
+					continue
+				}
+				c.Values[pos] = reflect.ValueOf(c.Values[pos]).Int() + sums[j] - ws[0].deltas[j]
+				args[j] = sums[j]
 			}
 			bc.calls[i], bc.rowArgs[i], bc.argKeys[i] = &c, args, argsKey(args)
 		}
@@ -396,21 +461,32 @@ func (t *Table[T]) fly(batch []*waiter[T]) {
 		}
 		return
 	}
-	for _, ws := range members {
+	for i, ws := range members {
 		lead, stored := ws[0], ws[0].res.Row
 		for k, w := range ws {
 			w.res.Row = stored
-			if lead.deltas != nil && len(ws) > 1 {
-				// Each caller sees the count its own increment made, in
-				// arrival order: the merged count less the increments of
-				// the callers after it.
-				for j, pos := range lead.addPos {
+			if lead.deltas == nil || len(ws) == 1 {
+				continue
+			}
+			// Each caller sees the row its own updates made, in arrival
+			// order: the merged count less the increments of the callers
+			// after it, and its own Set values (the last caller's are the
+			// stored ones; the first's, if it created the row, its own
+			// row's).
+			for j, pos := range lead.pos {
+				f := t.m.FieldOf(reflect.ValueOf(&w.res.Row), pos)
+				switch {
+				case !lead.set[j]:
 					var later int64
 					for _, x := range ws[k+1:] {
 						later += x.deltas[j]
 					}
-					f := t.m.FieldOf(reflect.ValueOf(&w.res.Row), pos)
 					f.SetInt(f.Int() - later)
+				case k == len(ws)-1:
+				case k == 0 && created[i]:
+					f.Set(t.m.FieldOf(reflect.ValueOf(&w.row), pos))
+				default:
+					setField(f, w.args[j])
 				}
 			}
 		}
@@ -458,32 +534,65 @@ func batchContext[T any](batch []*waiter[T]) (context.Context, context.CancelFun
 }
 
 // increments fills w.deltas when its updates are all Add of integer
-// deltas to signed integer fields: then calls on one key merge into one
-// write of the sum.
+// deltas to signed integer fields, or Set of values its fields can hold:
+// then calls on one key merge into one write, of the sums and of the last
+// caller's values.
 func (t *Table[T]) increments(w *waiter[T]) {
-	deltas := make([]int64, 0, len(w.ups))
-	pos := make([]int, 0, len(w.ups))
+	n := len(w.ups)
+	deltas, pos, set := make([]int64, 0, n), make([]int, 0, n), make([]bool, 0, n)
 	gives := true
-	for _, u := range w.ups {
-		if u.op != dialect.OpAdd {
-			return
-		}
-		d, ok := integer(u.args[0])
+	for j, u := range w.ups {
 		p := t.m.Lookup(u.col)
-		if !ok || p < 0 {
+		if p < 0 {
 			return
 		}
-		switch t.m.Fields[p].Type.Kind() {
-		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		ft := t.m.Fields[p].Type
+		var d int64
+		switch u.op {
+		case dialect.OpAdd:
+			var ok bool
+			if d, ok = integer(u.args[0]); !ok {
+				return
+			}
+			switch ft.Kind() {
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			default:
+				return
+			}
+		case dialect.OpArg:
+			if !showable(w.args[j], ft) {
+				return
+			}
 		default:
 			return
 		}
-		if j := slices.Index(t.defaultable, p); j >= 0 && w.sk.omit&(1<<j) != 0 {
-			gives = false // the DEFAULT is not known here: cannot fold increments into it
+		if k := slices.Index(t.defaultable, p); k >= 0 && w.sk.omit&(1<<k) != 0 {
+			gives = false // the DEFAULT is not known here: cannot fold updates into it
 		}
-		deltas, pos = append(deltas, d), append(pos, p)
+		deltas, pos, set = append(deltas, d), append(pos, p), append(set, u.op == dialect.OpArg)
 	}
-	w.deltas, w.addPos, w.gives = deltas, pos, gives
+	w.deltas, w.pos, w.set, w.gives = deltas, pos, set, gives
+}
+
+// showable reports whether a field of type ft can show the value v.
+func showable(v any, ft reflect.Type) bool {
+	if v == nil {
+		switch ft.Kind() {
+		case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map:
+			return true
+		}
+		return false
+	}
+	return reflect.TypeOf(v).AssignableTo(ft)
+}
+
+// setField sets f to v, which showable checked.
+func setField(f reflect.Value, v any) {
+	if v == nil {
+		f.SetZero()
+		return
+	}
+	f.Set(reflect.ValueOf(v))
 }
 
 // integer returns v as an int64 when it is a Go integer that fits.

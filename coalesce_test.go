@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -409,7 +410,8 @@ func openItems(t *testing.T, db *testdb.DB, tracer ...getorcreate.Tracer) (*geto
 }
 
 // TestCoalesceIsolation: one batch holds good inputs, a value too long and
-// a conflict on another unique column; a NULL key never joins it. Only the
+// a conflict on another unique column; a NULL key (and, on MariaDB, a key
+// its column would cut) never joins it. Only the
 // bad callers fail, each with its own error; the good rows are all there
 // and nothing of the bad ones is.
 func TestCoalesceIsolation(t *testing.T) {
@@ -423,6 +425,15 @@ func TestCoalesceIsolation(t *testing.T) {
 				_, err := call(item{Name: nil, Count: 1})
 				if !errors.Is(err, getorcreate.ErrNullKey) {
 					t.Fatalf("NULL key: %v, want ErrNullKey before joining", err)
+				}
+				if db.Kind == "mysql" {
+					// VARCHAR(64) would cut it: refused before joining too.
+					if _, err := call(item{Name: ptr(strings.Repeat("x", 65)), Count: 1}); !errors.Is(err, getorcreate.ErrKeyAltered) {
+						t.Fatalf("key too long for its column: %v, want ErrKeyAltered before joining", err)
+					}
+				}
+				if n := getorcreate.Queued(items); n != 0 {
+					t.Fatalf("%d refused calls queued", n)
 				}
 				type res struct {
 					name string
@@ -650,5 +661,74 @@ func TestCoalesceBatchStatements(t *testing.T) {
 				}
 			})
 		}
+	})
+}
+
+// TestCoalesceAddSet: 32 workers each add 1 and set the note to their own
+// value on one key. The count is exact and the callers' counts are exactly
+// 1..N; each caller's row shows its own note (the creator's, its row's);
+// the stored note is the one of the caller that saw the count N.
+func TestCoalesceAddSet(t *testing.T) {
+	testdb.EachOf(t, testdb.Kinds(true), func(t *testing.T, db *testdb.DB) {
+		ctx := context.Background()
+		tags, table, c := openCoalesced(t, db)
+		const workers = 32
+		per := rounds(t, 10)
+		type saw struct {
+			count int64
+			note  string
+			mine  string
+		}
+		var mu sync.Mutex
+		var all []saw
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				for i := range per {
+					mine := fmt.Sprintf("w%d-%d", w, i)
+					res, err := tags.UpdateOrCreate(ctx, Tag{Name: "hot", Count: 1, Note: ptr("created-" + mine)},
+						getorcreate.Add("count", 1), getorcreate.Set("note", ptr(mine)))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					want := mine
+					if res.Created {
+						want = "created-" + mine
+					}
+					if res.Row.Note == nil || *res.Row.Note != want {
+						t.Errorf("caller %s saw note %v, want %s", mine, res.Row.Note, want)
+					}
+					mu.Lock()
+					all = append(all, saw{res.Row.Count, *res.Row.Note, mine})
+					mu.Unlock()
+				}
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		n := int64(workers * per)
+		slices.SortFunc(all, func(a, b saw) int { return int(a.count - b.count) })
+		for i, s := range all {
+			if s.count != int64(i+1) {
+				t.Fatalf("the counts the callers saw are not exactly 1..%d: position %d holds %d", n, i, s.count)
+			}
+		}
+		var count int64
+		var note string
+		if err := db.SQL.QueryRow("SELECT count, note FROM "+table+" WHERE name = "+placeholder(db), "hot").Scan(&count, &note); err != nil {
+			t.Fatal(err)
+		}
+		if count != n || note != all[len(all)-1].mine {
+			t.Fatalf("stored count %d note %q; want %d and the note of the caller that saw %d (%q)", count, note, n, n, all[len(all)-1].mine)
+		}
+		if c.statements.Load() >= n {
+			t.Errorf("%d statements for %d calls: no coalescing", c.statements.Load(), n)
+		}
+		t.Logf("%d calls, %d statements, %d calls in batches (largest %d)", n, c.statements.Load(), c.batched.Load(), c.maxBatch.Load())
 	})
 }

@@ -48,6 +48,15 @@
 // [Table.GetOrCreateMany] and [Table.UpdateOrCreateMany] do the same for many
 // rows in a few statements, in one deterministic key order.
 //
+// # Coalescing
+//
+// With [Config].Coalesce, GetOrCreate and UpdateOrCreate calls that many
+// goroutines make while a statement of the same shape is in flight go
+// together as the next batch, through the bulk path, and each caller gets
+// its own Result and error; a call that finds nothing in flight is sent at
+// once, alone. Increments of one key merge into one write of their sum.
+// See Config.Coalesce for what each caller sees.
+//
 // # Transactions
 //
 // A call on the Table runs on the Table's own pool: its statements are

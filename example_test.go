@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 
 	"github.com/getorcreate/getorcreate"
 	_ "github.com/getorcreate/getorcreate/dialect/sqlite" // registers the dialect and modernc.org/sqlite
@@ -179,4 +181,44 @@ func (printTracer) TraceCallStart(ctx context.Context, _ getorcreate.TraceCallSt
 
 func (printTracer) TraceCallEnd(_ context.Context, d getorcreate.TraceCallEndData) {
 	fmt.Printf("%s %s: %s, %d statements, %d attempt\n", d.Op, d.Table, d.Path, d.Statements, d.Attempts)
+}
+
+// With Config.Coalesce, the calls of many goroutines share statements, and
+// each caller still gets its own result: here 16 increments of one tag,
+// whose callers see the counts 1 to 16 between them.
+func ExampleConfig_coalesce() {
+	db, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+
+	tags, err := getorcreate.OpenConfig[ExampleTag](ctx, db, getorcreate.Config{Table: "tags", Key: []string{"name"}, Coalesce: true})
+	if err != nil {
+		panic(err)
+	}
+	defer tags.Close()
+	var mu sync.Mutex
+	var seen []int64
+	created := 0
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := tags.UpdateOrCreate(ctx, ExampleTag{Name: "go", Count: 1}, getorcreate.Add("count", 1))
+			if err != nil {
+				panic(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, res.Row.Count)
+			if res.Created {
+				created++
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(seen)
+	fmt.Println(seen, created)
+	// Output:
+	// [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16] 1
 }

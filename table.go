@@ -67,12 +67,14 @@ type Config struct {
 	//   - GetOrCreate callers of one key in a batch share its row; the
 	//     first in arrival order gets Created if the batch created it.
 	//   - UpdateOrCreate calls whose updates are all Add of Go integers to
-	//     integer fields merge per key into one write of the sum, and
-	//     exactly one of them (the first) can see Created. Each caller's
-	//     Row shows the count as if the increments had been applied one by
-	//     one in arrival order: the merged count less the deltas of the
-	//     callers after it (the first creator sees the row it proposed, the
-	//     last sees the row as stored).
+	//     integer fields, or Set of values their fields can hold, merge per
+	//     key into one write of the sums and the last caller's Set values,
+	//     and exactly one of them (the first) can see Created. Each caller's
+	//     Row shows the row as if the calls had been applied one by one in
+	//     arrival order: the merged count less the deltas of the callers
+	//     after it, and its own Set values as it gave them (the last caller
+	//     sees the row as stored; a first caller that created the row sees
+	//     the row it proposed, count and Set columns included).
 	//   - Any other update of a key already in the batch waits for the next
 	//     batch, so a batch means what its calls would, run one after the
 	//     other.
@@ -123,7 +125,11 @@ const (
 // Result is the outcome of a single-row call.
 type Result[T any] struct {
 	// Row is the row as stored after the call: every mapped column,
-	// generated ids and database defaults included.
+	// generated ids and database defaults included. On a table with
+	// Config.Coalesce, a call whose increments were merged with others' in
+	// one write sees the row at its own place in their sequence (see
+	// Config.Coalesce): its count is the stored count less the deltas of
+	// the calls after it, its Set columns the values it gave.
 	Row T
 	// Created is true when this call inserted the row. Among concurrent
 	// calls for the same new key at most one sees true, and exactly one
@@ -187,8 +193,9 @@ type tableCore struct {
 	finds atomic.Int32
 	// coalesce is Config.Coalesce; lanes hold the queued calls of each
 	// shape (laneKey -> *lane[T]), with at most maxFlight batches of a
-	// shape in flight; flights counts the batches running on goroutines of
-	// their own.
+	// shape in flight (1: a second, on keys the first does not hold,
+	// measured no faster; BenchmarkCoalesce); flights counts the batches
+	// running on goroutines of their own.
 	coalesce  bool
 	maxFlight int
 	lanes     sync.Map

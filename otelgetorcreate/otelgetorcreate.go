@@ -42,6 +42,7 @@ const (
 	createdKey    = attribute.Key("getorcreate.created")    // rows the call created
 	rowsKey       = attribute.Key("getorcreate.rows")       // inputs, 1 for single-row calls
 	inTxKey       = attribute.Key("getorcreate.in_tx")      // a ...Tx call, in the caller's transaction
+	batchKey      = attribute.Key("getorcreate.batch")      // with Config.Coalesce: the calls in this call's batch
 	// On each "retry" event: why, named as error.type names kinds, and
 	// which attempt (from 1) failed.
 	retryKindKey    = attribute.Key("getorcreate.retry.kind")
@@ -170,6 +171,9 @@ func (t *Tracer) TraceCallEnd(ctx context.Context, data getorcreate.TraceCallEnd
 		retriesKey.Int(len(data.Retries)),
 		createdKey.Int(data.Created),
 	)
+	if data.Batch > 0 {
+		span.SetAttributes(batchKey.Int(data.Batch))
+	}
 	if data.Err != nil {
 		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(data.Err)))
 		span.RecordError(data.Err)

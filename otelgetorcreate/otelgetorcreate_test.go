@@ -470,3 +470,52 @@ func TestConcurrentCalls(t *testing.T) {
 		t.Errorf("%d spans (%d ids), %d created; want 16, 16, 1", len(ended), len(ids), created)
 	}
 }
+
+// TestCoalescedSpans: on a coalescing table every call is still its own
+// span, with getorcreate.batch; the statements of all spans add up to the
+// batches' (each counted on its batch's first call), and a table that
+// does not coalesce sets no getorcreate.batch.
+func TestCoalescedSpans(t *testing.T) {
+	plain, rec, db := setup(t)
+	if _, err := plain.GetOrCreate(context.Background(), tag{Name: str("plain")}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	checkAttrs(t, lastSpan(t, rec, &n), nil, "getorcreate.batch")
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	tags, err := getorcreate.OpenConfig[tag](context.Background(), db, getorcreate.Config{Table: "tags", Key: []string{"name"},
+		Tracer: otelgetorcreate.NewTracer(otelgetorcreate.WithTracerProvider(tp)), Coalesce: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tags.Close()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			if _, err := tags.UpdateOrCreate(context.Background(), tag{Name: str("hot"), Count: 1}, getorcreate.Add("count", 1)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	ended := rec.Ended()[n:]
+	statements, biggest := 0, int64(0)
+	for _, s := range ended {
+		a := attrs(s)
+		b, ok := a["getorcreate.batch"]
+		if !ok || b.AsInt64() < 1 {
+			t.Errorf("coalesced call without getorcreate.batch: %v", a)
+		}
+		biggest = max(biggest, b.AsInt64())
+		statements += int(a["getorcreate.statements"].AsInt64())
+	}
+	if len(ended) != 16 || statements < 1 || statements > 16*3 {
+		t.Fatalf("%d spans, %d statements", len(ended), statements)
+	}
+	var count int
+	if err := db.QueryRow("SELECT count FROM tags WHERE name = 'hot'").Scan(&count); err != nil || count != 16 {
+		t.Fatalf("count %d (%v), want 16", count, err)
+	}
+	t.Logf("16 calls: %d statements, largest batch %d", statements, biggest)
+}
