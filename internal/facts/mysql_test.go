@@ -2,6 +2,7 @@ package facts
 
 import (
 	"database/sql"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
@@ -580,4 +581,83 @@ func TestMY16_StringNumberConversion(t *testing.T) {
 	}
 	wantRows(t, "rows with v = '12abc' (an INT column compared with a string)",
 		strict.mustRows("SELECT name FROM "+tb+" WHERE v = '12abc' ORDER BY id"), "s2", "s6", "l2")
+}
+
+// TestMY18_AnalyzedEmptyTableKeepsUniqueKeyLookups: with persistent
+// statistics (innodb_stats_persistent, the default), ANALYZE TABLE of an
+// empty table, then growth to 100,000 rows with automatic recalculation
+// off, so that the statistics still say the table is empty: the library's
+// lookups (the find, and the IODKU's id subquery) are const lookups on the
+// unique key, and a server-side prepared statement made on the empty table
+// and run past any plan-caching threshold reads by the key, not by a
+// scan: MariaDB optimizes a prepared statement at each execution.
+func TestMY18_AnalyzedEmptyTableKeepsUniqueKeyLookups(t *testing.T) {
+	t.Parallel()
+	db := myDB(t)
+	tb := table(t, db, "my18", "CREATE TABLE %s (id bigint AUTO_INCREMENT PRIMARY KEY, name varchar(64) NOT NULL UNIQUE, n int NOT NULL DEFAULT 0) ENGINE=InnoDB STATS_PERSISTENT=1 STATS_AUTO_RECALC=0")
+	s := mySession(t, db)
+	t.Logf("innodb_stats_persistent = %s", s.str("SELECT @@innodb_stats_persistent"))
+	s.exec("ANALYZE TABLE " + tb)
+	want(t, "n_rows in the persistent statistics after ANALYZE", s.int("SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = DATABASE() AND table_name = ?", tb), 0)
+	explain := func(when string) {
+		for _, q := range []string{
+			"SELECT id, name, n FROM " + tb + " WHERE name = ?",
+			"SELECT x.id FROM " + tb + " x WHERE x.name = ?",
+			"UPDATE " + tb + " SET n = n + 1 WHERE name = ?",
+		} {
+			rows := s.mustRows("EXPLAIN "+q, "k1")
+			plan := strings.Join(rows, "; ")
+			t.Logf("%s: %s -> %s", when, q, plan)
+			// EXPLAIN's columns: id|select_type|table|type|possible_keys|key|...
+			// On the empty table the const lookup on the key runs while
+			// planning and finds nothing: "Impossible WHERE noticed after
+			// reading const tables". The UPDATE's single-row range on
+			// the key is MariaDB's const for UPDATE.
+			parts := strings.Split(rows[0], "|")
+			byKey := len(parts) >= 6 && (parts[3] == "const" || parts[3] == "eq_ref" || parts[3] == "range") && parts[5] == "name"
+			if !byKey && !strings.Contains(plan, "Impossible WHERE noticed after reading const tables") {
+				t.Errorf("%s: %s: plan %q is not a lookup on the unique key", when, q, plan)
+			}
+		}
+	}
+	explain("empty, analyzed")
+	st, err := s.c.PrepareContext(s.ctx, "SELECT id FROM "+tb+" WHERE name = ?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for range 10 {
+		var id int64
+		if err := st.QueryRowContext(s.ctx, "k1").Scan(&id); err != sql.ErrNoRows {
+			t.Fatalf("lookup on the empty table: %v", err)
+		}
+	}
+	s.exec("INSERT INTO " + tb + " (name) SELECT CONCAT('k', seq) FROM seq_1_to_100000")
+	want(t, "n_rows in the persistent statistics after the growth", s.int("SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = DATABASE() AND table_name = ?", tb), 0)
+	explain("grown to 100,000 rows, statistics still those of the empty table")
+	status := func() (key, scan int64) {
+		for _, r := range s.mustRows("SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_key', 'Handler_read_rnd_next')") {
+			name, v, _ := strings.Cut(r, "|")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			if name == "Handler_read_key" {
+				key = n
+			} else {
+				scan = n
+			}
+		}
+		return
+	}
+	key0, scan0 := status()
+	for i := range 10 {
+		var id int64
+		if err := st.QueryRowContext(s.ctx, fmt.Sprintf("k%d", 1000*(i+1))).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key1, scan1 := status()
+	// SHOW STATUS itself reads a few rows of its own (a temporary table).
+	t.Logf("10 executions of the statement prepared on the empty table: Handler_read_key +%d, Handler_read_rnd_next +%d", key1-key0, scan1-scan0)
+	if key1-key0 < 10 || scan1-scan0 >= 1000 {
+		t.Errorf("the prepared lookup read %d keys and scanned %d rows in 10 executions", key1-key0, scan1-scan0)
+	}
 }

@@ -301,3 +301,56 @@ func TestSQ7_IntegerAffinityMakes12AndQuoted12OneKey(t *testing.T) {
 	}
 	t.Logf(":memory: second connection: %v", err)
 }
+
+// TestSQ10_AnalyzedEmptyTableKeepsUniqueIndexPlans: ANALYZE of an empty
+// table, then growth to 100,000 rows without another ANALYZE, as a
+// migration leaves a table: the lookups the library sends (the find, the
+// UPDATE, the insert's conflict check) use the unique index at every
+// size. A prepared statement keeps the plan it was compiled with until
+// the schema or the statistics change, so the plan EXPLAIN QUERY PLAN
+// shows here, with the same statistics, is the one a statement prepared
+// on the empty table runs.
+func TestSQ10_AnalyzedEmptyTableKeepsUniqueIndexPlans(t *testing.T) {
+	t.Parallel()
+	_, s := sqTags(t, "")
+	s.exec("ANALYZE")
+	stat, err := s.rows("SELECT tbl || ':' || coalesce(idx, '') || ':' || stat FROM sqlite_stat1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ANALYZE writes no statistics for an empty table: the planner's
+	// defaults apply, and they favour the unique index.
+	t.Logf("sqlite_stat1 after ANALYZE of the empty table: %q", stat)
+	plans := func(when string) {
+		for _, q := range []string{
+			"SELECT id, name, n FROM tags WHERE name = ?",
+			"UPDATE tags SET n = n + 1 WHERE name = ? RETURNING id, name, n",
+		} {
+			rows := s.mustRows("EXPLAIN QUERY PLAN "+q, "k")
+			plan := strings.Join(rows, "; ")
+			t.Logf("%s: %s -> %s", when, q, plan)
+			if !strings.Contains(plan, "USING INDEX sqlite_autoindex_tags_1 (name=?)") {
+				t.Errorf("%s: %s: plan %q does not search the unique index", when, q, plan)
+			}
+		}
+	}
+	plans("empty, analyzed")
+	st, err := s.c.PrepareContext(s.ctx, "SELECT id FROM tags WHERE name = ?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for range 10 {
+		var id int64
+		if err := st.QueryRowContext(s.ctx, "k").Scan(&id); err != sql.ErrNoRows {
+			t.Fatalf("lookup on the empty table: %v", err)
+		}
+	}
+	s.exec("INSERT INTO tags (name) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) SELECT 'k' || x FROM c")
+	plans("grown to 100,000 rows, not analyzed again")
+	var id int64
+	if err := st.QueryRowContext(s.ctx, "k99999").Scan(&id); err != nil || id != 99999 {
+		t.Fatalf("the statement prepared on the empty table: id %d, %v", id, err)
+	}
+	want(t, "statistics unchanged by the growth", strings.Join(s.mustRows("SELECT tbl || ':' || coalesce(idx, '') || ':' || stat FROM sqlite_stat1"), ","), strings.Join(stat, ","))
+}
