@@ -32,7 +32,7 @@ func TestRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			cfg := Config{Workloads: Workloads, Workers: []int{8}, Duration: 200 * time.Millisecond, Rounds: 2}
+			cfg := Config{Workloads: Workloads, Workers: []int{8}, Duration: 200 * time.Millisecond, Rounds: 2, FreshRows: 2000}
 			if kind == "sqlite" {
 				cfg.Workers = []int{1, 8}
 			}
@@ -40,28 +40,41 @@ func TestRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := len(Workloads) * len(cfg.Workers) * len(Contenders())
-			for _, c := range Contenders() {
-				if c.Kinds != nil && !strings.Contains(strings.Join(c.Kinds, ","), kind) {
-					want -= len(Workloads) * len(cfg.Workers)
+			want := 0
+			for _, w := range Workloads {
+				for _, c := range Contenders() {
+					if selected(c, kind, w, nil) {
+						want += len(cfg.Workers)
+					}
 				}
 			}
 			if len(rs) != want {
 				t.Fatalf("%d results, want %d", len(rs), want)
 			}
 			for _, r := range rs {
-				t.Logf("%-8s %2d %-20s %8.0f ops/s ×%.2f dup %s lost %s err %d", r.Workload, r.Workers, r.Contender, r.OpsPerSec(), r.Ratio,
-					count(r.Dup, r.DupKnown), count(r.Lost, r.LostKnown), r.Errors)
+				t.Logf("%-8s %2d %-22s %8.0f ops/s ×%.2f p50 %.2fms p99 %.2fms dup %d flag %s lost %s err %d %s %s", r.Workload, r.Workers, r.Contender, r.OpsPerSec(), r.Ratio,
+					ms(r.P50), ms(r.P99), r.Dup, count(r.Flag, r.FlagKnown), count(r.Lost, r.LostKnown), r.Errors, serverLine(r), r.Missing)
+				if r.Missing != "" {
+					t.Logf("%s did not run: %s", r.Contender, r.Missing)
+					continue
+				}
 				if r.Ops == 0 {
 					t.Errorf("%s %s %d: no successful call (%s)", r.Contender, r.Workload, r.Workers, r.ErrSample)
 				}
 				switch r.Contender {
-				case "getorcreate", "getorcreate-pgx":
-					if r.Errors != 0 || r.Dup != 0 || !r.DupKnown || r.Lost != 0 {
-						t.Errorf("%s %s %d workers: dup %d lost %d err %d (%s)", r.Contender, r.Workload, r.Workers, r.Dup, r.Lost, r.Errors, r.ErrSample)
+				case "getorcreate", "getorcreate-pgx", "getorcreate-coalesced":
+					if r.Errors != 0 || r.Dup != 0 || r.Flag != 0 || !r.FlagKnown || r.Lost != 0 || (r.Workload == Hot || r.Workload == Zipf) && !r.LostKnown {
+						t.Errorf("%s %s %d workers: dup %d flag %d lost %d err %d (%s)", r.Contender, r.Workload, r.Workers, r.Dup, r.Flag, r.Lost, r.Errors, r.ErrSample)
+					}
+					if r.P50 <= 0 || r.P99 < r.P50 {
+						t.Errorf("%s %s %d workers: latency p50 %v p99 %v", r.Contender, r.Workload, r.Workers, r.P50, r.P99)
 					}
 					if r.Ratio <= 0 {
 						t.Errorf("%s %s %d workers: no ratio to the floor", r.Contender, r.Workload, r.Workers)
+					}
+				case "pgbench":
+					if r.Errors != 0 || r.Lost != 0 || !r.LostKnown || r.P99 <= 0 {
+						t.Errorf("pgbench %s %d workers: lost %d err %d p99 %v (%s)", r.Workload, r.Workers, r.Lost, r.Errors, r.P99, r.ErrSample)
 					}
 				case "floor", "floor-pgx":
 					if r.Errors != 0 || r.Lost != 0 {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"gorm.io/gorm"
@@ -23,18 +25,41 @@ type Outcome struct {
 type OpFunc func(ctx context.Context, key string) (Outcome, error)
 
 // Ops are a contender's calls for the workloads: Existing for keys that all
-// exist, New for keys that are all new, Update for count = count + 1.
+// exist, New for keys that are all new (and the fresh workload's), Update
+// for count = count + 1. A contender that is a program of its own sets
+// Slice instead; one whose program is missing sets Missing to say so.
 type Ops struct {
 	Existing, New, Update OpFunc
+	Slice                 SliceFunc
+	Missing               string
 	Close                 func() // releases what Open prepared; may be nil
+	// Counters, when set, returns the contender's own counts so far, warm-up
+	// included (getorcreate's, from its Tracer: calls, statements, flights).
+	Counters func() map[string]int64
+}
+
+// SliceFunc runs n clients of an external program on a workload for about
+// d and reports what they did.
+type SliceFunc func(ctx context.Context, workload string, n int, d time.Duration) (Slice, error)
+
+// Slice is what an external program reports for one slice.
+type Slice struct {
+	Ops       int64           // successful calls (transactions)
+	Errors    int64           // failed calls
+	ErrSample string          // the first failure, if any
+	Elapsed   time.Duration   // the time the calls took, without connecting
+	Latencies []time.Duration // of the successful calls, if known
 }
 
 // Env is one database under benchmark, shared by every contender.
 type Env struct {
 	Kind string // "sqlite", "postgres" or "mysql"
-	DB   *sql.DB
-	Gorm *gorm.DB
-	Pgx  *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
+	// DataSource is the driver's DSN (on PostgreSQL a libpq URL, which
+	// pgbench takes as is).
+	DataSource string
+	DB         *sql.DB
+	Gorm       *gorm.DB
+	Pgx        *pgxpool.Pool // PostgreSQL only: pgx's own pool, for the pgx contenders
 	// ReadCommitted is a pool whose sessions run at READ COMMITTED, as
 	// Django's MySQL/MariaDB connections do; nil elsewhere.
 	ReadCommitted *sql.DB
@@ -48,6 +73,8 @@ type Contender struct {
 	Open func(ctx context.Context, e *Env, table string) (Ops, error)
 	// Kinds limits the contender to some databases; nil means all.
 	Kinds []string
+	// Workloads limits the contender to some workloads; nil means all.
+	Workloads []string
 }
 
 // Contenders lists every contender, the floor first.
@@ -56,6 +83,7 @@ func Contenders() []Contender {
 		{Name: "floor", Note: "plain SELECT / plain INSERT ... RETURNING / one raw upsert ... RETURNING on the same driver and pool: the cost floor, neither race-safe nor aware of what it created", Open: openFloor},
 		{Name: "floor-prepared", Kinds: []string{"sqlite", "mysql"}, Note: "the floor's statements prepared once (*sql.Stmt), as getorcreate prepares its own; on PostgreSQL pgx already caches prepared statements, so the plain floor is this", Open: openFloorPrepared},
 		{Name: "getorcreate", Note: "this library: Table.GetOrCreate and Table.UpdateOrCreate(row, getorcreate.Add(\"count\", 1))", Open: openGOC},
+		{Name: "getorcreate-coalesced", Note: "this library with Config.Coalesce: calls that arrive while one of the same shape is in flight go together as the next batch (one bulk statement per chunk, in one transaction of the library's own; a one-chunk PostgreSQL upsert batch without BEGIN and COMMIT), each caller with its own Result", Open: openGOCCoalesced},
 		{Name: "gorm-firstorcreate", Note: "GORM Where(row).FirstOrCreate; for update-or-create Attrs(count=1).FirstOrCreate, then UpdateColumn(count+1) when it found the row", Open: openGormFOC},
 		{Name: "gorm-onconflict", Note: "GORM Clauses(clause.OnConflict{...}).Create: DoNothing then First when nothing was inserted; DoUpdates count = count + 1 (GORM returns only the id, not the stored count)", Open: openGormOC},
 		{Name: "django", Note: "a Go port of Django's QuerySet.get_or_create / update_or_create (get; create inside atomic(); on IntegrityError get again; update_or_create under select_for_update in a transaction)", Open: openDjango},
@@ -137,14 +165,52 @@ func openFloorPrepared(ctx context.Context, e *Env, table string) (Ops, error) {
 }
 
 func openGOC(ctx context.Context, e *Env, table string) (Ops, error) {
-	t, err := getorcreate.Open[Row](ctx, e.DB, table, "name")
+	tr := &countingTracer{}
+	t, err := getorcreate.OpenConfig[Row](ctx, e.DB, getorcreate.Config{Table: table, Key: []string{"name"}, Tracer: tr})
 	if err != nil {
 		return Ops{}, err
 	}
-	return gocOps(t), nil
+	return gocOps(t, tr), nil
 }
 
-func gocOps(t *getorcreate.Table[Row]) Ops {
+func openGOCCoalesced(ctx context.Context, e *Env, table string) (Ops, error) {
+	tr := &countingTracer{}
+	t, err := getorcreate.OpenConfig[Row](ctx, e.DB, getorcreate.Config{Table: table, Key: []string{"name"}, Coalesce: true, Tracer: tr})
+	if err != nil {
+		return Ops{}, err
+	}
+	return gocOps(t, tr), nil
+}
+
+// countingTracer counts what a table's calls sent: calls, statements
+// (BEGIN and COMMIT aside), flights (calls that sent statements: with
+// Config.Coalesce a batch's statements are counted on its first caller
+// only, so flights are the batches and the calls that went alone) and
+// calls that went in a batch with others.
+type countingTracer struct {
+	calls, statements, flights, batched atomic.Int64
+}
+
+func (c *countingTracer) TraceCallStart(ctx context.Context, _ getorcreate.TraceCallStartData) context.Context {
+	return ctx
+}
+
+func (c *countingTracer) TraceCallEnd(_ context.Context, d getorcreate.TraceCallEndData) {
+	c.calls.Add(1)
+	c.statements.Add(int64(d.Statements))
+	if d.Statements > 0 {
+		c.flights.Add(1)
+	}
+	if d.Batch > 1 {
+		c.batched.Add(1)
+	}
+}
+
+func (c *countingTracer) counts() map[string]int64 {
+	return map[string]int64{"calls": c.calls.Load(), "statements": c.statements.Load(), "flights": c.flights.Load(), "batched": c.batched.Load()}
+}
+
+func gocOps(t *getorcreate.Table[Row], tr *countingTracer) Ops {
 	get := func(ctx context.Context, key string) (Outcome, error) {
 		res, err := t.GetOrCreate(ctx, Row{Name: key})
 		if err == nil && (res.Row.ID == 0 || res.Row.Name != key) {
@@ -160,7 +226,11 @@ func gocOps(t *getorcreate.Table[Row]) Ops {
 		}
 		return Outcome{Created: res.Created, Known: true}, err
 	}
-	return Ops{Existing: get, New: get, Update: upd}
+	ops := Ops{Existing: get, New: get, Update: upd}
+	if tr != nil {
+		ops.Counters = tr.counts
+	}
+	return ops
 }
 
 // gorm-firstorcreate: the call GORM's documentation gives for get-or-create.

@@ -82,5 +82,5 @@ func openGOCPgx(ctx context.Context, e *Env, table string) (Ops, error) {
 	if err != nil {
 		return Ops{}, err
 	}
-	return gocOps(t), nil
+	return gocOps(t, nil), nil
 }

@@ -22,6 +22,8 @@ func main() {
 	workloads := flag.String("workload", strings.Join(bench.Workloads, ","), "workloads to run, comma-separated")
 	contenders := flag.String("contender", "", "contenders to run, comma-separated (default all; the floor is needed for ratios)")
 	workers := flag.String("workers", "1,8,32,64", "numbers of concurrent workers, comma-separated")
+	freshWorkers := flag.String("fresh-workers", "8,32,64", "numbers of workers of the fresh workload, comma-separated")
+	freshRows := flag.Int("fresh-rows", bench.DefaultFreshRows, "rows the fresh workload grows each contender's table to, over all rounds")
 	dur := flag.Duration("d", 2*time.Second, "duration of each cell, not counting a short warm-up")
 	rounds := flag.Int("rounds", 8, "rounds each cell is cut into; the contenders take turns within a round")
 	out := flag.String("o", "", "write the Markdown table to this file (default stdout)")
@@ -46,15 +48,11 @@ func main() {
 		Contenders: split(*contenders),
 		Duration:   *dur,
 		Rounds:     *rounds,
+		FreshRows:  *freshRows,
 		Log:        os.Stderr,
 	}
-	for _, s := range split(*workers) {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			fail(fmt.Errorf("bad -workers value %q", s))
-		}
-		cfg.Workers = append(cfg.Workers, n)
-	}
+	cfg.Workers = ints("workers", *workers)
+	cfg.FreshWorkers = ints("fresh-workers", *freshWorkers)
 	ctx := context.Background()
 	start := time.Now()
 	var all []bench.Result
@@ -101,6 +99,19 @@ func main() {
 	}
 	fmt.Fprintf(w, "Run %s UTC, %s, %d cells of %s each, %s in all.\n\n", start.UTC().Format("2006-01-02 15:04"), "goc-bench "+strings.Join(os.Args[1:], " "), len(all), *dur, time.Since(start).Round(time.Second))
 	bench.WriteMarkdown(w, all)
+}
+
+// ints parses a comma-separated list of positive numbers.
+func ints(name, s string) []int {
+	var out []int
+	for _, p := range split(s) {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			fail(fmt.Errorf("bad -%s value %q", name, p))
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func split(s string) []string {

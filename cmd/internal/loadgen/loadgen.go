@@ -47,8 +47,16 @@ type Config struct {
 	Rounds int
 	// URL, when set, is a tagd to load instead of one started here; it must
 	// use DSN's database. Its counts are not checked (its tables are unknown
-	// here).
+	// here), unless TablePrefix names them.
 	URL string
+	// TablePrefix, with URL, is the table prefix of the tagd at URL (its
+	// --table-prefix): its counts are then checked, as the rise of the sum
+	// of its tags' counts over the run against the submissions
+	// acknowledged, so nothing else may submit to it meanwhile.
+	TablePrefix string
+	// HTTPOnly skips the library phase: only POST /api/tags is measured,
+	// and Result.Ratios stays empty.
+	HTTPOnly bool
 	// Keep keeps the tables instead of dropping them at the end.
 	Keep bool
 	// LibTimeout, when positive, gives each library call a context with this
@@ -130,8 +138,13 @@ type Result struct {
 }
 
 // Ratio is the median of the rounds' ratios: on a shared machine, load from
-// others hits both phases alike.
-func (r Result) Ratio() float64 { return r.Ratios[len(r.Ratios)/2] }
+// others hits both phases alike. It is 0 without a library phase.
+func (r Result) Ratio() float64 {
+	if len(r.Ratios) == 0 {
+		return 0
+	}
+	return r.Ratios[len(r.Ratios)/2]
+}
 
 // Run opens the database, runs Config.Rounds rounds of the library phase
 // then the HTTP phase, checks the counts, drops the tables (unless
@@ -145,6 +158,8 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, fmt.Errorf("clients (%d), keys (%d) and rounds (%d) must be at least 1", cfg.Clients, cfg.Keys, cfg.Rounds)
 	case cfg.Duration <= 0:
 		return res, fmt.Errorf("duration %v: must be positive", cfg.Duration)
+	case cfg.TablePrefix != "" && cfg.URL == "":
+		return res, errors.New("a table prefix names the tables of the tagd at URL: give URL too")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -173,11 +188,24 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	name := func(rng *rand.Rand) string { return fmt.Sprintf("tag-%d", rng.IntN(cfg.Keys)) }
 
 	// The library phase works straight on tables of its own.
-	lib, err := tagd.OpenStore(ctx, db, parsed.Kind, run+"_lib_")
-	if err != nil {
-		return res, err
+	var lib *tagd.Store
+	if !cfg.HTTPOnly {
+		if lib, err = tagd.OpenStore(ctx, db, parsed.Kind, run+"_lib_"); err != nil {
+			return res, err
+		}
+		tables = append(tables, lib.Tables()...)
 	}
-	tables = append(tables, lib.Tables()...)
+	// The tagd at URL: its counts before the run, to check the rise.
+	var urlBase int64
+	sumOf := func(tbl string) (n int64, err error) {
+		err = db.QueryRowContext(ctx, "SELECT COALESCE(SUM(count), 0) FROM "+tbl).Scan(&n)
+		return n, err
+	}
+	if cfg.TablePrefix != "" {
+		if urlBase, err = sumOf(cfg.TablePrefix + "tags"); err != nil {
+			return res, fmt.Errorf("reading the counts of the tagd at %s: %w", cfg.URL, err)
+		}
+	}
 	// The HTTP phase loads a tagd with tables of its own too.
 	base := cfg.URL
 	pfx := run + "_http_"
@@ -243,7 +271,10 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	// rounds' ratios: on a shared machine, load from others then hits both
 	// phases alike.
 	for r := range cfg.Rounds {
-		l := libPhase()
+		var l Phase
+		if !cfg.HTTPOnly {
+			l = libPhase()
+		}
 		if r == 0 && cfg.CPUProfile != "" {
 			if f, err := os.Create(cfg.CPUProfile); err == nil {
 				pprof.StartCPUProfile(f)
@@ -254,7 +285,9 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if r == 0 {
 			pprof.StopCPUProfile()
 		}
-		res.Ratios = append(res.Ratios, h.Rate()/l.Rate())
+		if !cfg.HTTPOnly {
+			res.Ratios = append(res.Ratios, h.Rate()/l.Rate())
+		}
 		res.Library, res.HTTP = merge(res.Library, l), merge(res.HTTP, h)
 	}
 	slices.Sort(res.Ratios)
@@ -263,13 +296,19 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		res.ServeErr = <-served
 	}
 
-	check := func(p *Phase, tbl string) {
+	check := func(p *Phase, tbl string, base int64) {
 		p.Checked = true
-		p.CheckErr = db.QueryRowContext(ctx, "SELECT COALESCE(SUM(count), 0) FROM "+tbl).Scan(&p.Stored)
+		p.Stored, p.CheckErr = sumOf(tbl)
+		p.Stored -= base
 	}
-	check(&res.Library, run+"_lib_tags")
-	if cfg.URL == "" {
-		check(&res.HTTP, pfx+"tags")
+	if !cfg.HTTPOnly {
+		check(&res.Library, run+"_lib_tags", 0)
+	}
+	switch {
+	case cfg.URL == "":
+		check(&res.HTTP, pfx+"tags", 0)
+	case cfg.TablePrefix != "":
+		check(&res.HTTP, cfg.TablePrefix+"tags", urlBase)
 	}
 	return res, nil
 }

@@ -3,11 +3,13 @@ package loadgen_test
 import (
 	"bytes"
 	"context"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/getorcreate/getorcreate/cmd/internal/loadgen"
+	"github.com/getorcreate/getorcreate/cmd/internal/tagd"
 	"github.com/getorcreate/getorcreate/internal/dsn"
 )
 
@@ -77,5 +79,50 @@ func TestPhasePercentile(t *testing.T) {
 	}
 	if got := p.Percentile(1); got != 100*time.Millisecond {
 		t.Errorf("p100 %v", got)
+	}
+}
+
+// TestRunURLChecked loads a tagd of its own at a URL, as a benchmark of two
+// tagd processes does: with the tagd's table prefix its counts are checked
+// (as their rise over the run, on a table that already holds counts), and
+// with HTTPOnly no library phase runs.
+func TestRunURLChecked(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := "sqlite:" + filepath.Join(t.TempDir(), "url.db")
+	ready := make(chan string, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- tagd.Run(ctx, tagd.Config{DSN: d, Addr: "127.0.0.1:0", TablePrefix: "srv_",
+			Ready: func(a net.Addr) { ready <- a.String() }})
+	}()
+	var url string
+	select {
+	case a := <-ready:
+		url = "http://" + a
+	case err := <-served:
+		t.Fatal(err)
+	}
+	cfg := loadgen.Config{DSN: d, Clients: 4, Duration: 200 * time.Millisecond, Keys: 10, Rounds: 2,
+		URL: url, TablePrefix: "srv_", HTTPOnly: true}
+	for run := range 2 { // the second run starts from the first one's counts
+		res, err := loadgen.Run(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Library.OK != 0 || len(res.Ratios) != 0 || res.Ratio() != 0 {
+			t.Errorf("run %d: a library phase ran: %d ok, ratios %v", run, res.Library.OK, res.Ratios)
+		}
+		p := res.HTTP
+		if p.OK == 0 || p.Failed != 0 || p.Check() != "counts == acknowledged" {
+			t.Errorf("run %d: %d ok, %d failed: %s", run, p.OK, p.Failed, p.Check())
+		}
+	}
+	if _, err := loadgen.Run(ctx, loadgen.Config{DSN: d, Clients: 1, Duration: time.Millisecond, Keys: 1, Rounds: 1, TablePrefix: "srv_"}); err == nil {
+		t.Error("a table prefix without a URL was accepted")
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("tagd: %v", err)
 	}
 }
