@@ -61,36 +61,8 @@ func openCoalesced(t testing.TB, db *testdb.DB) (*getorcreate.Table[Tag], string
 // one creator, and every increment counted.
 func TestCoalesceStampede(t *testing.T) {
 	testdb.EachOf(t, testdb.Kinds(true), func(t *testing.T, db *testdb.DB) {
-		ctx := context.Background()
 		tags, table, c := openCoalesced(t, db)
-		var v verdict
-		for r := range rounds(t, 20) {
-			key := fmt.Sprintf("get-%d", r)
-			v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
-				res, err := tags.GetOrCreate(ctx, Tag{Name: key})
-				return outcome{res.Row.ID, res.Created, err}
-			}))
-		}
-		if !v.clean() {
-			t.Fatalf("coalesced GetOrCreate broke the contract: %+v (first error: %v)", v, v.firstErr)
-		}
-		for r := range rounds(t, 20) {
-			key := fmt.Sprintf("upd-%d", r)
-			v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
-				res, err := tags.UpdateOrCreate(ctx, Tag{Name: key, Count: 1}, getorcreate.Add("count", 1))
-				return outcome{res.Row.ID, res.Created, err}
-			}))
-			var count int64
-			if err := db.SQL.QueryRow("SELECT count FROM "+table+" WHERE name = "+placeholder(db), key).Scan(&count); err != nil {
-				t.Fatal(err)
-			}
-			if count != 64 {
-				t.Fatalf("round %d: count %d after 64 increments: lost updates", r, count)
-			}
-		}
-		if !v.clean() {
-			t.Fatalf("coalesced UpdateOrCreate broke the contract: %+v (first error: %v)", v, v.firstErr)
-		}
+		stampedeRounds(t, db, tags, table)
 		t.Logf("%d calls, %d statements, %d calls in batches of 2 or more (largest %d)", c.calls.Load(), c.statements.Load(), c.batched.Load(), c.maxBatch.Load())
 	})
 }

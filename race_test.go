@@ -99,40 +99,49 @@ func rounds(t *testing.T, full int) int {
 	return full
 }
 
+// stampedeRounds runs the stampede's rounds on tags: 64 goroutines behind
+// a barrier on one new key per round, through GetOrCreate and then
+// UpdateOrCreate with Add, checking one row, one id, one creator and every
+// increment counted.
+func stampedeRounds(t *testing.T, db *testdb.DB, tags *getorcreate.Table[Tag], table string) {
+	t.Helper()
+	ctx := context.Background()
+	var v verdict
+	for r := range rounds(t, 20) {
+		key := fmt.Sprintf("get-%d", r)
+		v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
+			res, err := tags.GetOrCreate(ctx, Tag{Name: key})
+			return outcome{res.Row.ID, res.Created, err}
+		}))
+	}
+	if !v.clean() {
+		t.Fatalf("GetOrCreate broke the contract: %+v (first error: %v)", v, v.firstErr)
+	}
+	for r := range rounds(t, 20) {
+		key := fmt.Sprintf("upd-%d", r)
+		v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
+			res, err := tags.UpdateOrCreate(ctx, Tag{Name: key, Count: 1}, getorcreate.Add("count", 1))
+			return outcome{res.Row.ID, res.Created, err}
+		}))
+		var count int64
+		if err := db.SQL.QueryRow("SELECT count FROM "+table+" WHERE name = "+placeholder(db), key).Scan(&count); err != nil {
+			t.Fatal(err)
+		}
+		if count != 64 {
+			t.Fatalf("round %d: count %d after 64 increments: lost updates", r, count)
+		}
+	}
+	if !v.clean() {
+		t.Fatalf("UpdateOrCreate broke the contract: %+v (first error: %v)", v, v.firstErr)
+	}
+}
+
 // TestStampede: 64 goroutines released by a barrier onto the same new key,
 // round after round, through GetOrCreate and through UpdateOrCreate.
 func TestStampede(t *testing.T) {
 	testdb.EachOf(t, testdb.Kinds(true), func(t *testing.T, db *testdb.DB) {
-		ctx := context.Background()
 		tags, table := openTags(t, db)
-		var v verdict
-		for r := range rounds(t, 20) {
-			key := fmt.Sprintf("get-%d", r)
-			v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
-				res, err := tags.GetOrCreate(ctx, Tag{Name: key})
-				return outcome{res.Row.ID, res.Created, err}
-			}))
-		}
-		if !v.clean() {
-			t.Fatalf("GetOrCreate broke the contract: %+v", v)
-		}
-		for r := range rounds(t, 20) {
-			key := fmt.Sprintf("upd-%d", r)
-			v.add(db, t, table, key, stampede(64, key, func(key string) outcome {
-				res, err := tags.UpdateOrCreate(ctx, Tag{Name: key, Count: 1}, getorcreate.Add("count", 1))
-				return outcome{res.Row.ID, res.Created, err}
-			}))
-			var count int64
-			if err := db.SQL.QueryRow("SELECT count FROM "+table+" WHERE name = "+placeholder(db), key).Scan(&count); err != nil {
-				t.Fatal(err)
-			}
-			if count != 64 {
-				t.Fatalf("round %d: count %d after 64 increments: lost updates", r, count)
-			}
-		}
-		if !v.clean() {
-			t.Fatalf("UpdateOrCreate broke the contract: %+v", v)
-		}
+		stampedeRounds(t, db, tags, table)
 	})
 }
 
