@@ -191,44 +191,6 @@ func TestCoalesceKeys(t *testing.T) {
 	})
 }
 
-// TestCoalesceProcesses: 4 processes, each coalescing its 16 goroutines'
-// calls on one new key, as 4 servers would: the batches of different
-// processes race in the database, which keeps one row and one creator.
-func TestCoalesceProcesses(t *testing.T) {
-	testdb.EachOf(t, []string{"sqlite", "postgres", "mysql", "postgres-pgx", "mysql-noreturning"}, func(t *testing.T, db *testdb.DB) {
-		for _, mode := range []string{"coalesce-get", "coalesce-update"} {
-			t.Run(mode, func(t *testing.T) {
-				_, table := openTags(t, db)
-				keys := make([]string, rounds(t, 10))
-				for i := range keys {
-					keys[i] = fmt.Sprintf("%s-%d", mode, i)
-				}
-				var v verdict
-				got := runProcesses(t, db, table, mode, 4, keys)
-				if len(got) != len(keys) {
-					t.Fatalf("outcomes for %d keys, want %d", len(got), len(keys))
-				}
-				for key, outs := range got {
-					if len(outs) != 64 {
-						t.Fatalf("key %s: %d outcomes, want 64", key, len(outs))
-					}
-					v.add(db, t, table, key, outs)
-				}
-				if !v.clean() {
-					t.Fatalf("%s across 4 processes broke the contract: %+v (first error: %v)", mode, v, v.firstErr)
-				}
-				if mode == "coalesce-update" {
-					var sum int64
-					db.SQL.QueryRow("SELECT SUM(count) FROM " + table).Scan(&sum)
-					if sum != int64(64*len(keys)) {
-						t.Fatalf("sum of counts %d, want %d: lost updates", sum, 64*len(keys))
-					}
-				}
-			})
-		}
-	})
-}
-
 // TestCoalesceStatements shows that coalescing happened: under
 // concurrency, fewer statements than calls; one caller at a time, exactly
 // the statements of the same calls on a table that does not coalesce, each
